@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks against the anchor libraries: `python -m benchmarks.<name>`."""

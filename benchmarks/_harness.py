@@ -1,0 +1,88 @@
+"""Timing harness shared by every benchmark.
+
+`measure(fn, *args)` returns the first-call time (trace + compile + one run) and the median of
+repeated runs after `block_until_ready`; `print_table` prints rows with the ratio of each entry
+to its anchor measured in the same process.
+"""
+
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+
+
+@dataclass
+class Timing:
+    name: str
+    first_call_s: float
+    run_s: float
+    note: str = ""
+
+
+def _block(out):
+    return jax.tree.map(
+        lambda x: x.block_until_ready() if hasattr(x, "block_until_ready") else x, out
+    )
+
+
+def measure(
+    name: str, fn: Callable, *args, repeats: int = 7, min_time: float = 0.2, note: str = ""
+) -> Timing:
+    """Time `fn(*args)`: first call (compile included), then the median of `repeats` runs.
+
+    Each repeat runs the function enough times to last about `min_time` seconds, so that very
+    short kernels are not dominated by timer noise.
+    """
+    start = time.perf_counter()
+    _block(fn(*args))
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    _block(fn(*args))
+    single = max(time.perf_counter() - start, 1e-7)
+    inner = max(1, int(min_time / single))
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(inner):
+            out = fn(*args)
+        _block(out)
+        samples.append((time.perf_counter() - start) / inner)
+    return Timing(name, first, statistics.median(samples), note)
+
+
+def machine() -> str:
+    device = jax.devices()[0]
+    return f"{platform.processor() or platform.machine()}, {jax.device_count()} x {device.device_kind}, jax {jax.__version__}, python {platform.python_version()}"
+
+
+def print_table(title: str, timings: list[Timing], anchor: str) -> list[dict]:
+    """Print timings with ratios to the entry named `anchor`; returns the rows."""
+    base = next(t for t in timings if t.name == anchor)
+    rows = []
+    print(f"\n## {title}\n({machine()})")
+    print(
+        f"| {'entry':40s} | compile+first (s) | run median (s) | run / {anchor} | first / {anchor} | note"
+    )
+    print(
+        f"|{'-' * 42}|-------------------|----------------|{'-' * (9 + len(anchor))}|{'-' * (11 + len(anchor))}|-----"
+    )
+    for t in timings:
+        run_ratio = t.run_s / base.run_s
+        first_ratio = t.first_call_s / base.first_call_s
+        print(
+            f"| {t.name:40s} | {t.first_call_s:17.3f} | {t.run_s:14.3e} | {run_ratio:{6 + len(anchor)}.3f} | {first_ratio:{8 + len(anchor)}.3f} | {t.note}"
+        )
+        rows.append(
+            {
+                "entry": t.name,
+                "first_call_s": t.first_call_s,
+                "run_s": t.run_s,
+                "run_ratio": run_ratio,
+                "first_ratio": first_ratio,
+                "note": t.note,
+            }
+        )
+    return rows

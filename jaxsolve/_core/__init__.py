@@ -1,0 +1,39 @@
+"""Shared machinery (private): results, bounded loops, progress, validation, pytree helpers."""
+
+from ._loop import (
+    LoopResult as LoopResult,
+    bounded_while_loop as bounded_while_loop,
+    scan_steps as scan_steps,
+)
+from ._progress import (
+    AbstractProgressMeter as AbstractProgressMeter,
+    NoProgressMeter as NoProgressMeter,
+    TextProgressMeter as TextProgressMeter,
+    TqdmProgressMeter as TqdmProgressMeter,
+    make_progress_meter as make_progress_meter,
+)
+from ._results import RESULTS as RESULTS, check_result as check_result
+from ._solver import (
+    AbstractIterativeSolver as AbstractIterativeSolver,
+    AbstractSolver as AbstractSolver,
+)
+from ._tree import (
+    tree_add_scaled as tree_add_scaled,
+    tree_all_finite as tree_all_finite,
+    tree_dot as tree_dot,
+    tree_max_abs as tree_max_abs,
+    tree_norm as tree_norm,
+    tree_scale as tree_scale,
+    tree_sub as tree_sub,
+    tree_where as tree_where,
+    tree_zeros_like as tree_zeros_like,
+)
+from ._validate import (
+    check_floating as check_floating,
+    check_increasing as check_increasing,
+    check_option as check_option,
+    check_positive as check_positive,
+    check_same_structure as check_same_structure,
+    check_scalar as check_scalar,
+    check_shape as check_shape,
+)

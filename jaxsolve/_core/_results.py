@@ -1,0 +1,48 @@
+"""Result codes shared by every solver family, and the `throw` mechanism."""
+
+import equinox as eqx
+
+
+class RESULTS(eqx.Enumeration):
+    """The outcome of a solve, shared by every family in jaxsolve.
+
+    A solution carries one of these in its `result` field. `RESULTS.successful` means the
+    computation finished as requested; every other item names the failure. Compare with `==`
+    (`sol.result == js.RESULTS.successful`), which also works on traced values.
+    """
+
+    successful = ""
+    max_steps_reached = (
+        "The maximum number of steps was reached before the solver finished. Increase "
+        "`max_steps`, loosen the tolerances, or check the problem."
+    )
+    nonfinite = "A non-finite value (NaN or inf) appeared during the computation."
+    divergence = "The iteration diverged."
+    linear_solve_failed = "A linear solve did not converge to the requested tolerance."
+    singular = "A matrix was singular (or numerically singular) where it had to be inverted."
+    dt_underflow = "The step size fell below its minimum (`dtmin`) or to zero."
+    breakdown = "An iterative method broke down (a division by zero in its recurrence)."
+    nonconvergence = "The iteration stopped without meeting its convergence criterion."
+
+
+def check_result(value, result, throw: bool, where: str):
+    """Raise, at run time and under `jit`, if `result` is not successful and `throw` is set.
+
+    **Arguments:**
+
+    - `value`: any pytree (usually the solution object) to return unchanged.
+    - `result`: a `RESULTS` item, possibly traced and possibly batched by `vmap`.
+    - `throw`: a Python bool. If `False`, `value` is returned with no check.
+    - `where`: the entry point's name, e.g. `"jaxsolve.diffeq.solve"`, put in the message.
+
+    **Returns:** `value`, tied to the check so that the check is not compiled away.
+    """
+    if not throw:
+        return value
+    failed = result != RESULTS.successful
+    names = list(RESULTS._name_to_item)
+    messages = tuple(
+        f"{where} failed with result `{name}`: {RESULTS._index_to_message[i]}"
+        for i, name in enumerate(names)
+    )
+    return eqx.branched_error_if(value, failed, result._value, messages)

@@ -1,0 +1,1 @@
+"""jaxsolve.brownian (under construction)."""

@@ -1,0 +1,1 @@
+"""jaxsolve.diffeq (under construction)."""

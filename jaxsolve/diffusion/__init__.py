@@ -1,0 +1,1 @@
+"""jaxsolve.diffusion (under construction)."""

@@ -1,0 +1,12 @@
+"""The runnable experiments that `configs/` name (`jaxsolve run CONFIG`)."""
+
+from ._registry import (
+    ConfigError as ConfigError,
+    Experiment as Experiment,
+    ExperimentOutput as ExperimentOutput,
+    RunContext as RunContext,
+    available as available,
+    get as get,
+    quickstart_section as quickstart_section,
+    register as register,
+)

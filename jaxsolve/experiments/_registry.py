@@ -1,0 +1,153 @@
+"""The experiment registry: named, parameterised runs that `jaxsolve run CONFIG` executes.
+
+An experiment is a Python function registered with `@register(name, description)`. Its keyword
+parameters (with defaults and type annotations) are the keys a config's `[params]` table may set;
+nothing in a config is executed as code. The function receives a `RunContext` and returns an
+`ExperimentOutput` (a table of rows, a summary dict, the plots it wrote).
+"""
+
+import dataclasses
+import inspect
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A problem with a config or the command line: reported in one line, exit code 2."""
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What an experiment gets besides its parameters."""
+
+    out_dir: Path
+    progress: bool = True
+
+    def path(self, filename: str) -> Path:
+        return self.out_dir / filename
+
+
+@dataclasses.dataclass
+class ExperimentOutput:
+    """What an experiment returns.
+
+    - `table`: a list of rows (dicts with the same keys), printed and saved in results.json.
+    - `summary`: headline figures (JSON-serialisable).
+    - `plots`: the file names (relative to the run folder) of the plots it wrote.
+    """
+
+    table: list[dict[str, Any]]
+    summary: dict[str, Any] = dataclasses.field(default_factory=dict)
+    plots: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    name: str
+    description: str
+    fn: Callable[..., ExperimentOutput]
+
+    def parameters(self) -> dict[str, inspect.Parameter]:
+        params = inspect.signature(self.fn).parameters
+        return {k: v for k, v in params.items() if k != "ctx"}
+
+    def resolve_params(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Check `given` against the signature: unknown keys and wrong types are errors."""
+        params = self.parameters()
+        hints = typing.get_type_hints(self.fn)
+        unknown = sorted(set(given) - set(params))
+        if unknown:
+            valid = ", ".join(sorted(params)) or "(none)"
+            raise ConfigError(
+                f"unknown parameter {unknown[0]!r} for experiment {self.name!r}; valid parameters: {valid}"
+            )
+        resolved = {}
+        for key, param in params.items():
+            value = given.get(key, param.default)
+            if value is inspect.Parameter.empty:
+                raise ConfigError(f"experiment {self.name!r} needs parameter {key!r}")
+            if key in given:
+                value = _coerce(self.name, key, value, hints.get(key))
+            resolved[key] = value
+        return resolved
+
+
+def _coerce(experiment: str, key: str, value: Any, hint: Any) -> Any:
+    if hint is None:
+        return value
+    origin = typing.get_origin(hint)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool):
+        if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+            return value
+        raise ConfigError(
+            f"parameter {key!r} of experiment {experiment!r} must be {hint.__name__}, got {type(value).__name__} {value!r}"
+        )
+    if origin is list:
+        (item,) = typing.get_args(hint) or (Any,)
+        if not isinstance(value, list):
+            raise ConfigError(
+                f"parameter {key!r} of experiment {experiment!r} must be a list, got {type(value).__name__} {value!r}"
+            )
+        return [_coerce(experiment, key, v, item if item is not Any else None) for v in value]
+    return value
+
+
+_REGISTRY: dict[str, Experiment] = {}
+_QUICKSTART_SECTIONS: dict[str, tuple[int, Callable]] = {}
+
+
+def register(name: str, description: str):
+    """Register an experiment function under `name` (a decorator)."""
+
+    def wrap(fn):
+        if name in _REGISTRY and _REGISTRY[name].fn is not fn:
+            raise ValueError(f"experiment {name!r} registered twice")
+        _REGISTRY[name] = Experiment(name, description, fn)
+        return fn
+
+    return wrap
+
+
+def quickstart_section(name: str, order: int):
+    """Register a section of the quickstart: `fn(ctx) -> (rows, summary, plots)`.
+
+    Each pillar adds one so that `jaxsolve run` shows every family working.
+    """
+
+    def wrap(fn):
+        _QUICKSTART_SECTIONS[name] = (order, fn)
+        return fn
+
+    return wrap
+
+
+def quickstart_sections() -> list[tuple[str, Callable]]:
+    load_all()
+    return [(n, f) for n, (_, f) in sorted(_QUICKSTART_SECTIONS.items(), key=lambda kv: kv[1][0])]
+
+
+def load_all() -> None:
+    """Import every module of `jaxsolve.experiments` so that their registrations run."""
+    import importlib
+    import pkgutil
+
+    from jaxsolve import experiments
+
+    for info in pkgutil.iter_modules(experiments.__path__):
+        importlib.import_module(f"jaxsolve.experiments.{info.name}")
+
+
+def available() -> dict[str, Experiment]:
+    load_all()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get(name: str) -> Experiment:
+    experiments = available()
+    if name not in experiments:
+        raise ConfigError(f"unknown experiment {name!r}; available: {', '.join(experiments)}")
+    return experiments[name]

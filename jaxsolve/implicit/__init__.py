@@ -1,0 +1,1 @@
+"""jaxsolve.implicit (under construction)."""

@@ -1,0 +1,1 @@
+"""jaxsolve.linear (under construction)."""

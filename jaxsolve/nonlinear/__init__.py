@@ -1,0 +1,1 @@
+"""jaxsolve.nonlinear (under construction)."""

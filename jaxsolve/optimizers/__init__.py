@@ -1,0 +1,1 @@
+"""jaxsolve.optimizers (under construction)."""
