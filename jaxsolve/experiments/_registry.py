@@ -8,6 +8,7 @@ nothing in a config is executed as code. The function receives a `RunContext` an
 
 import dataclasses
 import inspect
+import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -78,6 +79,11 @@ def _coerce(experiment: str, key: str, value: Any, hint: Any) -> Any:
     if hint is None:
         return value
     origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or len(options) != 1:
+            return value
+        return _coerce(experiment, key, value, options[0])
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint in (int, float, str, bool):
