@@ -18,12 +18,21 @@ def _write(tmp_path, text, name="cfg.toml"):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ('experiment = "no_such_experiment"\n', "unknown experiment 'no_such_experiment'; available: "),
-        ('experiment = "quickstart"\n[params]\nsectoins = ["core"]\n', "unknown parameter 'sectoins' for experiment 'quickstart'; valid parameters: sections"),
+        (
+            'experiment = "no_such_experiment"\n',
+            "unknown experiment 'no_such_experiment'; available: ",
+        ),
+        (
+            'experiment = "quickstart"\n[params]\nsectoins = ["core"]\n',
+            "unknown parameter 'sectoins' for experiment 'quickstart'; valid parameters: sections",
+        ),
         ('experiment = "quickstart"\nparms = 3\n', "unknown key 'parms'"),
         ('experiment = "quickstart"\n[params\n', "malformed TOML"),
         ('experiment = "quickstart"\n[params]\nsections = 3\n', "must be a list"),
-        ('experiment = "quickstart"\n[params]\nsections = ["nope"]\n', "unknown quickstart section 'nope'; available: core"),
+        (
+            'experiment = "quickstart"\n[params]\nsections = ["nope"]\n',
+            "unknown quickstart section 'nope'; available: core",
+        ),
         ("name = 'x'\n", "must name an experiment"),
     ],
 )
@@ -53,7 +62,10 @@ def test_list_shows_experiments_and_configs(capsys):
 def test_format_table_aligns_columns():
     text = format_table([{"a": 1.23456789, "b": "x"}, {"a": 1e-9, "b": "longer"}])
     lines = text.splitlines()
-    assert lines[0].split() == ["a", "b"] and len({len(line.rstrip()) <= len(lines[1]) for line in lines}) == 1
+    assert (
+        lines[0].split() == ["a", "b"]
+        and len({len(line.rstrip()) <= len(lines[1]) for line in lines}) == 1
+    )
     assert "1.235" in text and "1.000e-09" in text
 
 
@@ -61,7 +73,12 @@ def test_run_default_quickstart_from_any_directory(tmp_path):
     """`jaxsolve run` with no config, from a folder outside the repo: table, results.json, a PNG."""
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     proc = subprocess.run(
-        [sys.executable, "-m", "jaxsolve.cli", "run", "--quiet"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+        [sys.executable, "-m", "jaxsolve.cli", "run", "--quiet"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "pillar" in proc.stdout and "abs_error" in proc.stdout

@@ -9,7 +9,11 @@ from jaxsolve._core import bounded_while_loop, scan_steps
 
 def _heron(a, kind="checkpointed", max_steps=64):
     out = bounded_while_loop(
-        lambda x: jnp.abs(x * x - a) > 1e-12 * a, lambda x: 0.5 * (x + a / x), a, max_steps=max_steps, kind=kind
+        lambda x: jnp.abs(x * x - a) > 1e-12 * a,
+        lambda x: 0.5 * (x + a / x),
+        a,
+        max_steps=max_steps,
+        kind=kind,
     )
     return out
 
@@ -45,7 +49,9 @@ def test_gradient_with_small_blocks_and_pytree_carry():
             x, v = c
             return x + 0.1 * v, v * theta
 
-        out = bounded_while_loop(lambda c: c[0] < 5.0, body, (jnp.array(0.0), jnp.array(1.0)), max_steps=40, block_size=3)
+        out = bounded_while_loop(
+            lambda c: c[0] < 5.0, body, (jnp.array(0.0), jnp.array(1.0)), max_steps=40, block_size=3
+        )
         return out.value[0], out.num_steps
 
     theta = jnp.array(1.05)
@@ -78,7 +84,11 @@ def test_max_steps_reached_is_reported():
 
 def test_vmap_lanes_stop_independently():
     targets = jnp.array([1.0, 5.0, 20.0])
-    out = jax.vmap(lambda t: bounded_while_loop(lambda x: x < t, lambda x: x + 1.0, jnp.array(0.0), max_steps=8))(targets)
+    out = jax.vmap(
+        lambda t: bounded_while_loop(
+            lambda x: x < t, lambda x: x + 1.0, jnp.array(0.0), max_steps=8
+        )
+    )(targets)
     np.testing.assert_array_equal(np.asarray(out.value), [1.0, 5.0, 8.0])
     np.testing.assert_array_equal(np.asarray(out.max_steps_reached), [False, False, True])
 
@@ -102,7 +112,9 @@ def test_bad_max_steps():
 
 def test_scan_steps_checkpoint_gradient():
     def f(x, checkpoint):
-        final, _ = scan_steps(lambda c, _: (jnp.sin(c) + c, None), x, length=5, checkpoint=checkpoint)
+        final, _ = scan_steps(
+            lambda c, _: (jnp.sin(c) + c, None), x, length=5, checkpoint=checkpoint
+        )
         return final
 
     x = jnp.array(0.3)

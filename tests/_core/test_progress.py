@@ -3,7 +3,12 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from jaxsolve._core import NoProgressMeter, TextProgressMeter, TqdmProgressMeter, make_progress_meter
+from jaxsolve._core import (
+    NoProgressMeter,
+    TextProgressMeter,
+    TqdmProgressMeter,
+    make_progress_meter,
+)
 
 
 def _loop(meter, x, num_steps=50):
@@ -25,7 +30,11 @@ def test_text_meter_under_jit_reports_monotone_percentages(capsys):
     jax.effects_barrier()
     assert float(out) == 50.0
     err = capsys.readouterr().err
-    shown = [int(chunk.split(":")[1].strip().rstrip("%")) for chunk in err.strip().split("\r") if chunk.strip()]
+    shown = [
+        int(chunk.split(":")[1].strip().rstrip("%"))
+        for chunk in err.strip().split("\r")
+        if chunk.strip()
+    ]
     assert shown == sorted(shown) and shown[-1] == 100
     assert len(shown) == len(set(shown)) <= 11
     assert err.endswith("\n")
@@ -38,7 +47,13 @@ def test_text_meter_under_vmap_prints_each_percentage_once(capsys):
     assert jnp.array_equal(out, jnp.arange(4.0) + 50.0)
     err = capsys.readouterr().err
     shown = [c.strip() for c in err.split("\r") if c.strip()]
-    assert shown == ["unit-vmap:   0%", "unit-vmap:  25%", "unit-vmap:  50%", "unit-vmap:  75%", "unit-vmap: 100%"]
+    assert shown == [
+        "unit-vmap:   0%",
+        "unit-vmap:  25%",
+        "unit-vmap:  50%",
+        "unit-vmap:  75%",
+        "unit-vmap: 100%",
+    ]
 
 
 def test_no_recompile_on_second_call():

@@ -12,7 +12,14 @@ def test_results_exposed_and_comparable():
     ok = js.RESULTS.successful
     assert bool(ok == js.RESULTS.successful)
     assert not bool(js.RESULTS.max_steps_reached == js.RESULTS.successful)
-    for name in ("max_steps_reached", "nonfinite", "divergence", "linear_solve_failed", "singular", "dt_underflow"):
+    for name in (
+        "max_steps_reached",
+        "nonfinite",
+        "divergence",
+        "linear_solve_failed",
+        "singular",
+        "dt_underflow",
+    ):
         assert hasattr(js.RESULTS, name)
 
 

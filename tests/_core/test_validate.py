@@ -14,9 +14,14 @@ from jaxsolve._core import (
 
 
 def test_messages_name_argument_expected_and_got():
-    with pytest.raises(ValueError, match=r"`y0` must have the shape of the vector field's output \(2,\), got \(3,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"`y0` must have the shape of the vector field's output \(2,\), got \(3,\)",
+    ):
         check_shape("y0", (3,), (2,), "the vector field's output")
-    with pytest.raises(ValueError, match=r"`levy_area` must be one of 'none', 'space-time'; got 'area'"):
+    with pytest.raises(
+        ValueError, match=r"`levy_area` must be one of 'none', 'space-time'; got 'area'"
+    ):
         check_option("levy_area", "area", ("none", "space-time"))
     with pytest.raises(ValueError, match="`tol` must be finite and > 0, got -1.0"):
         check_positive("tol", -1.0)
