@@ -79,6 +79,7 @@ def quickstart(ctx: RunContext, sections: list[str] | None = None) -> Experiment
     for name, fn in available:
         if name not in wanted:
             continue
+        ctx.status(f"quickstart section {name!r}")
         rows, section_summary, section_plots = fn(ctx)
         table.extend(rows)
         summary[name] = section_summary

@@ -8,6 +8,7 @@ nothing in a config is executed as code. The function receives a `RunContext` an
 
 import dataclasses
 import inspect
+import sys
 import types
 import typing
 from collections.abc import Callable
@@ -27,7 +28,13 @@ class RunContext:
     progress: bool = True
 
     def path(self, filename: str) -> Path:
+        """Where to write `filename` inside the run folder."""
         return self.out_dir / filename
+
+    def status(self, message: str) -> None:
+        """A progress line on stderr for long work (silent with `jaxsolve run --quiet`)."""
+        if self.progress:
+            print(f"  .. {message}", file=sys.stderr, flush=True)
 
 
 @dataclasses.dataclass
