@@ -1,8 +1,8 @@
 """Plots for experiments: matplotlib when installed (`plot` extra), else a built-in PNG writer.
 
 The built-in writer needs only numpy and zlib, so `pip install jaxsolve && jaxsolve run` writes a
-PNG on a bare machine; it draws axes, gridlines, series and a colour key, without text (the
-labels are in results.json). Install the `plot` extra for labelled figures.
+PNG on a bare machine; it draws axes, gridlines, tick values, series, a legend and the titles
+with a small bitmap font. Install the `plot` extra for publication-quality figures.
 """
 
 import math
@@ -59,7 +59,7 @@ def line_plot(path, series, *, title="", xlabel="", ylabel="", logx=False, logy=
         fig.savefig(path, dpi=110)
         plt.close(fig)
     else:
-        _raster(path, clean, logx, logy, lines=True)
+        _raster(path, clean, logx, logy, lines=True, title=title, xlabel=xlabel, ylabel=ylabel)
     return path.name
 
 
@@ -85,13 +85,105 @@ def scatter_plot(path, groups, *, title="") -> str:
         plt.close(fig)
     else:
         series = {k: (v[:, 0], v[:, 1]) for k, v in clean.items()}
-        _raster(path, series, False, False, lines=False)
+        _raster(path, series, False, False, lines=False, title=title)
     return path.name
 
 
-def _raster(path: Path, series, logx: bool, logy: bool, *, lines: bool, size=(640, 440)) -> None:
+# A 3x5 bitmap font (each row: 3 bits, 4 = left column) so that the built-in writer can label
+# its plots; lower case is drawn as upper case.
+_GLYPHS = {
+    "0": (7, 5, 5, 5, 7),
+    "1": (2, 6, 2, 2, 7),
+    "2": (7, 1, 7, 4, 7),
+    "3": (7, 1, 7, 1, 7),
+    "4": (5, 5, 7, 1, 1),
+    "5": (7, 4, 7, 1, 7),
+    "6": (7, 4, 7, 5, 7),
+    "7": (7, 1, 1, 1, 1),
+    "8": (7, 5, 7, 5, 7),
+    "9": (7, 5, 7, 1, 7),
+    "A": (2, 5, 7, 5, 5),
+    "B": (6, 5, 6, 5, 6),
+    "C": (3, 4, 4, 4, 3),
+    "D": (6, 5, 5, 5, 6),
+    "E": (7, 4, 6, 4, 7),
+    "F": (7, 4, 6, 4, 4),
+    "G": (3, 4, 5, 5, 3),
+    "H": (5, 5, 7, 5, 5),
+    "I": (7, 2, 2, 2, 7),
+    "J": (1, 1, 1, 5, 2),
+    "K": (5, 5, 6, 5, 5),
+    "L": (4, 4, 4, 4, 7),
+    "M": (5, 7, 7, 5, 5),
+    "N": (6, 5, 5, 5, 5),
+    "O": (2, 5, 5, 5, 2),
+    "P": (6, 5, 6, 4, 4),
+    "Q": (2, 5, 5, 6, 3),
+    "R": (6, 5, 6, 5, 5),
+    "S": (3, 4, 2, 1, 6),
+    "T": (7, 2, 2, 2, 2),
+    "U": (5, 5, 5, 5, 7),
+    "V": (5, 5, 5, 5, 2),
+    "W": (5, 5, 7, 7, 5),
+    "X": (5, 5, 2, 5, 5),
+    "Y": (5, 5, 2, 2, 2),
+    "Z": (7, 1, 2, 4, 7),
+    ".": (0, 0, 0, 0, 2),
+    ",": (0, 0, 0, 2, 4),
+    "-": (0, 0, 7, 0, 0),
+    "+": (0, 2, 7, 2, 0),
+    "(": (1, 2, 2, 2, 1),
+    ")": (4, 2, 2, 2, 4),
+    "/": (1, 1, 2, 4, 4),
+    ":": (0, 2, 0, 2, 0),
+    "=": (0, 7, 0, 7, 0),
+    "_": (0, 0, 0, 0, 7),
+    "%": (5, 1, 2, 4, 5),
+    " ": (0, 0, 0, 0, 0),
+    "|": (2, 2, 2, 2, 2),
+    "^": (2, 5, 0, 0, 0),
+    "*": (0, 5, 2, 5, 0),
+    "<": (1, 2, 4, 2, 1),
+    ">": (4, 2, 1, 2, 4),
+    "[": (3, 2, 2, 2, 3),
+    "]": (6, 2, 2, 2, 6),
+    "?": (7, 1, 2, 0, 2),
+}
+_SCALE = 2
+_CHAR_W = 4 * _SCALE
+
+
+def _text(img, x, y, text, colour=(0, 0, 0)):
+    """Draw `text` with its top-left corner at pixel (x, y)."""
+    h, w, _ = img.shape
+    for k, char in enumerate(str(text).upper()):
+        rows = _GLYPHS.get(char, _GLYPHS["?"])
+        for r, bits in enumerate(rows):
+            for c in range(3):
+                if bits & (4 >> c):
+                    x0, y0 = x + k * _CHAR_W + c * _SCALE, y + r * _SCALE
+                    if 0 <= x0 < w - _SCALE and 0 <= y0 < h - _SCALE:
+                        img[y0 : y0 + _SCALE, x0 : x0 + _SCALE] = colour
+
+
+def _tick_label(value: float, log: bool) -> str:
+    return f"{10.0**value:.2g}" if log else f"{value:.3g}"
+
+
+def _raster(
+    path: Path,
+    series,
+    logx: bool,
+    logy: bool,
+    *,
+    lines: bool,
+    title="",
+    xlabel="",
+    ylabel="",
+    size=(720, 480),
+) -> None:
     width, height = size
-    margin = 40
+    left, right, top, bottom = 70, 190, 40, 50
     img = np.full((height, width, 3), 255, dtype=np.uint8)
 
     def transform(v, log):
@@ -108,20 +200,26 @@ def _raster(path: Path, series, logx: bool, logy: bool, *, lines: bool, size=(64
     y0, y1 = float(ally.min()), float(ally.max())
     x1 = x1 if x1 > x0 else x0 + 1.0
     y1 = y1 if y1 > y0 else y0 + 1.0
+    plot_w, plot_h = width - left - right, height - top - bottom
 
     def to_px(x, y):
-        px = margin + (x - x0) / (x1 - x0) * (width - 2 * margin - 80)
-        py = height - margin - (y - y0) / (y1 - y0) * (height - 2 * margin)
-        return px, py
+        return left + (x - x0) / (x1 - x0) * plot_w, top + plot_h - (y - y0) / (y1 - y0) * plot_h
 
     grey = np.array([220, 220, 220], np.uint8)
     for k in range(6):
-        gx = int(round(margin + k / 5 * (width - 2 * margin - 80)))
-        gy = int(round(height - margin - k / 5 * (height - 2 * margin)))
-        img[margin : height - margin + 1, gx] = grey
-        img[gy, margin : width - margin - 80 + 1] = grey
-    img[height - margin, margin : width - margin - 80 + 1] = 0
-    img[margin : height - margin + 1, margin] = 0
+        gx = int(round(left + k / 5 * plot_w))
+        gy = int(round(top + plot_h - k / 5 * plot_h))
+        img[top : top + plot_h + 1, gx] = grey
+        img[gy, left : left + plot_w + 1] = grey
+        xlabel_k = _tick_label(x0 + k / 5 * (x1 - x0), logx)
+        _text(img, gx - len(xlabel_k) * _CHAR_W // 2, top + plot_h + 8, xlabel_k)
+        ylabel_k = _tick_label(y0 + k / 5 * (y1 - y0), logy)
+        _text(img, left - 6 - len(ylabel_k) * _CHAR_W, gy - 5, ylabel_k)
+    img[top + plot_h, left : left + plot_w + 1] = 0
+    img[top : top + plot_h + 1, left] = 0
+    _text(img, (width - len(title) * _CHAR_W) // 2, 10, title)
+    _text(img, left + (plot_w - len(xlabel) * _CHAR_W) // 2, height - 20, xlabel)
+    _text(img, 6, top - 16, ylabel)
 
     for index, (x, y) in enumerate(zip(xs, ys, strict=True)):
         colour = np.array(_COLOURS[index % len(_COLOURS)], np.uint8)
@@ -130,12 +228,13 @@ def _raster(path: Path, series, logx: bool, logy: bool, *, lines: bool, size=(64
         for a, b in zip(px, py, strict=True):
             _dot(img, a, b, colour, 2)
         if lines and px.size > 1:
-            for (a0, b0), (a1, b1) in zip(zip(px[:-1], py[:-1]), zip(px[1:], py[1:]), strict=True):
+            for a0, b0, a1, b1 in zip(px[:-1], py[:-1], px[1:], py[1:], strict=True):
                 steps = int(max(abs(a1 - a0), abs(b1 - b0))) + 1
                 for t in np.linspace(0.0, 1.0, steps):
                     _dot(img, a0 + t * (a1 - a0), b0 + t * (b1 - b0), colour, 1)
-        key_y = margin + 14 * index
-        img[key_y : key_y + 8, width - margin - 60 : width - margin - 40] = colour
+        key_x, key_y = width - right + 12, top + 16 * index
+        img[key_y : key_y + 8, key_x : key_x + 14] = colour
+        _text(img, key_x + 20, key_y - 1, list(series)[index][:20])
     _write_png(path, img)
 
 
