@@ -1,1 +1,39 @@
-"""jaxsolve.diffeq (under construction)."""
+"""jaxsolve.diffeq: ODE and SDE solvers, step-size control, dense output and `solve`.
+
+Terms say what is integrated (`ODETerm`, `SDETerm` with a Brownian motion from
+`jaxsolve.brownian`); solvers how (explicit Runge–Kutta tableaux for ODEs; Euler–Maruyama,
+Milstein and stochastic Runge–Kutta methods that use Lévy areas for SDEs); controllers with what
+steps; `solve` runs them in `lax.scan` (constant steps, pre-drawn Brownian increments) or a
+bounded, differentiable while loop (adaptive steps).
+"""
+
+from ._adjoint import (
+    AbstractAdjoint as AbstractAdjoint,
+    ForwardMode as ForwardMode,
+    RecursiveCheckpointAdjoint as RecursiveCheckpointAdjoint,
+)
+from ._controller import (
+    AbstractStepSizeController as AbstractStepSizeController,
+    ConstantStep as ConstantStep,
+    PIDController as PIDController,
+)
+from ._rk import (
+    RK4 as RK4,
+    AbstractExplicitRK as AbstractExplicitRK,
+    Bosh3 as Bosh3,
+    ButcherTableau as ButcherTableau,
+    Dopri5 as Dopri5,
+    Euler as Euler,
+    Heun as Heun,
+    Midpoint as Midpoint,
+    Tsit5 as Tsit5,
+)
+from ._saveat import SaveAt as SaveAt
+from ._solution import Solution as Solution
+from ._solve import solve as solve
+from ._solver import (
+    AbstractSolver as AbstractSolver,
+    DenseInfo as DenseInfo,
+    StepOutput as StepOutput,
+)
+from ._term import AbstractTerm as AbstractTerm, ODETerm as ODETerm, SDETerm as SDETerm

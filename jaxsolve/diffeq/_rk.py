@@ -1,0 +1,238 @@
+"""Explicit Runge–Kutta methods as data: one generic step, seven Butcher tableaux.
+
+A method is a `ButcherTableau` (`c`, strictly lower-triangular `a`, weights `b` and the weights
+`b_error` of the embedded error estimate `b - b_hat`); `AbstractExplicitRK.step` evaluates any of
+them. Methods whose last stage is the first stage of the next step (FSAL: Bosh3, Dopri5, Tsit5)
+carry it in the solver state. Dense output is the cubic Hermite interpolant through the values
+and derivatives at both ends of the step.
+
+On an `SDETerm` (only `Heun` declares that it accepts one) each stage uses the combined
+increment `f(t, z) dt + g(t, z) dW`, which is the Stratonovich Heun method.
+"""
+
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import numpy as np
+
+from ._solver import AbstractSolver, DenseInfo, StepOutput
+from ._term import ODETerm, SDETerm
+
+
+class ButcherTableau(NamedTuple):
+    """An explicit Runge–Kutta method: `c` (s,), `a` (rows 1..s-1, row j of length j), `b` (s,),
+    `b_error` (s,) = `b - b_hat` or `None`, `fsal` (the last stage is f(t1, y1))."""
+
+    c: tuple[float, ...]
+    a: tuple[tuple[float, ...], ...]
+    b: tuple[float, ...]
+    b_error: tuple[float, ...] | None
+    fsal: bool = False
+
+
+def _combine(y0, coeffs, stages, scale=None):
+    """y0 + sum_l coeffs[l] * stages[l] (* scale), skipping zero coefficients."""
+    terms = [(float(c), k) for c, k in zip(coeffs, stages, strict=False) if c != 0]
+    if not terms:
+        return y0
+
+    def leaf(y, *ks):
+        acc = None
+        for (c, _), k in zip(terms, ks, strict=True):
+            part = c * k
+            acc = part if acc is None else acc + part
+        if scale is not None:
+            acc = scale.astype(acc.dtype) * acc
+        return acc if y is None else y + acc
+
+    if y0 is None:
+        return jax.tree.map(lambda *ks: leaf(None, *ks), *[k for _, k in terms])
+    return jax.tree.map(leaf, y0, *[k for _, k in terms])
+
+
+class AbstractExplicitRK(AbstractSolver):
+    """An explicit Runge–Kutta method given by its class variable `tableau`.
+
+    Subclasses set `tableau`, `order`, and the class variables of `AbstractSolver`.
+    """
+
+    tableau: ClassVar[ButcherTableau]
+    levy_area: ClassVar[str] = "none"
+
+    def init(self, terms, t0, t1, y0, args) -> Any:
+        if self.tableau.fsal and isinstance(terms, ODETerm):
+            return terms.vector_field(t0, y0, args)
+        return None
+
+    def step(self, terms, t0, t1, y0, args, increment, state) -> StepOutput:
+        tab = self.tableau
+        h = t1 - t0
+        stochastic = isinstance(terms, SDETerm)
+
+        def stage(t, z):
+            if not stochastic:
+                return terms.vector_field(t, z, args)
+            drift = terms.drift(t, z, args)
+            noise = terms.prod(terms.diffusion(t, z, args), increment.W)
+            return jax.tree.map(lambda f, g: h.astype(f.dtype) * f + g, drift, noise)
+
+        first = state if (tab.fsal and not stochastic) else stage(t0, y0)
+        ks = [first]
+        # For ODEs the stages are derivatives (scaled by h when combined); for SDEs they are
+        # already increments.
+        scale = None if stochastic else h
+        for c, row in zip(tab.c[1:], tab.a, strict=True):
+            z = _combine(y0, row, ks, scale)
+            ks.append(stage(t0 + c * h, z))
+        y1 = _combine(y0, tab.b, ks, scale)
+        y_error = None if tab.b_error is None else _combine(None, tab.b_error, ks, scale)
+        if stochastic:
+            return StepOutput(y1, y_error, DenseInfo(y0, y1), None)
+        f1 = ks[-1] if tab.fsal else terms.vector_field(t1, y1, args)
+        new_state = f1 if tab.fsal else None
+        return StepOutput(y1, y_error, DenseInfo(y0, y1, ks[0], f1), new_state)
+
+
+class _ODEOnly(AbstractExplicitRK):
+    term_types: ClassVar[tuple[type, ...]] = (ODETerm,)
+
+    def strong_order(self, terms) -> float | None:
+        return None
+
+
+class Euler(_ODEOnly):
+    """The explicit Euler method (order 1, no error estimate; for SDEs use `EulerMaruyama`).
+
+    **Example:** `js.diffeq.solve(js.diffeq.ODETerm(f), js.diffeq.Euler(), 0.0, 1.0, y0, dt0=0.01)`
+    """
+
+    tableau = ButcherTableau(c=(0.0,), a=(), b=(1.0,), b_error=None)
+    order = 1
+    adaptive = False
+
+
+class Midpoint(_ODEOnly):
+    """The explicit midpoint method (order 2, embedded Euler error estimate)."""
+
+    tableau = ButcherTableau(c=(0.0, 0.5), a=((0.5,),), b=(0.0, 1.0), b_error=(-1.0, 1.0))
+    order = 2
+    adaptive = True
+
+
+class RK4(_ODEOnly):
+    """The classical fourth-order Runge–Kutta method (no error estimate)."""
+
+    tableau = ButcherTableau(
+        c=(0.0, 0.5, 0.5, 1.0),
+        a=((0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)),
+        b=(1 / 6, 1 / 3, 1 / 3, 1 / 6),
+        b_error=None,
+    )
+    order = 4
+    adaptive = False
+
+
+class Bosh3(_ODEOnly):
+    """The Bogacki–Shampine 3(2) pair (FSAL; Bogacki & Shampine, 1989)."""
+
+    tableau = ButcherTableau(
+        c=(0.0, 0.5, 0.75, 1.0),
+        a=((0.5,), (0.0, 0.75), (2 / 9, 1 / 3, 4 / 9)),
+        b=(2 / 9, 1 / 3, 4 / 9, 0.0),
+        b_error=(2 / 9 - 7 / 24, 1 / 3 - 1 / 4, 4 / 9 - 1 / 3, -1 / 8),
+        fsal=True,
+    )
+    order = 3
+    adaptive = True
+
+
+class Dopri5(_ODEOnly):
+    """The Dormand–Prince 5(4) pair (FSAL; Dormand & Prince, 1980)."""
+
+    tableau = ButcherTableau(
+        c=(0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0),
+        a=(
+            (1 / 5,),
+            (3 / 40, 9 / 40),
+            (44 / 45, -56 / 15, 32 / 9),
+            (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
+            (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
+            (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84),
+        ),
+        b=(35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0),
+        b_error=tuple(
+            np.array([35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0])
+            - np.array(
+                [5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40]
+            )
+        ),
+        fsal=True,
+    )
+    order = 5
+    adaptive = True
+
+
+_TSIT5_B = (
+    0.09646076681806523,
+    0.01,
+    0.4798896504144996,
+    1.379008574103742,
+    -3.290069515436081,
+    2.324710524099774,
+)
+_TSIT5_BHAT = (
+    0.09468075576583945,
+    0.009183565540343254,
+    0.4877705284247616,
+    1.234297566930479,
+    -2.7077123499835256,
+    1.866628418170587,
+    1 / 66,
+)
+
+
+class Tsit5(_ODEOnly):
+    """Tsitouras' 5(4) pair (FSAL; Tsitouras, 2011): usually the most efficient
+    non-stiff method at moderate tolerances."""
+
+    tableau = ButcherTableau(
+        c=(0.0, 0.161, 0.327, 0.9, 0.9800255409045097, 1.0, 1.0),
+        a=(
+            (0.161,),
+            (-0.008480655492356989, 0.335480655492357),
+            (2.897153057105493, -6.359448489975075, 4.3622954328695815),
+            (5.325864828439257, -11.748883564062828, 7.4955393428898365, -0.09249506636175525),
+            (
+                5.86145544294642,
+                -12.92096931784711,
+                8.159367898576159,
+                -0.071584973281401,
+                -0.028269050394068383,
+            ),
+            _TSIT5_B,
+        ),
+        b=(*_TSIT5_B, 0.0),
+        b_error=tuple(float(x) for x in np.array((*_TSIT5_B, 0.0)) - np.array(_TSIT5_BHAT)),
+        fsal=True,
+    )
+    order = 5
+    adaptive = True
+
+
+class Heun(AbstractExplicitRK):
+    """Heun's method: order 2 for ODEs (embedded Euler error estimate); on an `SDETerm`, the
+    Stratonovich Heun method with strong order 1 for additive and diagonal (commutative) noise
+    and 1/2 for general noise.
+
+    **Example:** `js.diffeq.solve(term, js.diffeq.Heun(), 0.0, 1.0, y0, dt0=0.01)`
+    """
+
+    tableau = ButcherTableau(c=(0.0, 1.0), a=((1.0,),), b=(0.5, 0.5), b_error=(-0.5, 0.5))
+    term_types = (ODETerm, SDETerm)
+    order = 2
+    adaptive = True
+
+    def strong_order(self, terms) -> float | None:
+        if not isinstance(terms, SDETerm):
+            return None
+        return 0.5 if terms.noise == "general" else 1.0

@@ -1,0 +1,52 @@
+"""Which times `solve` returns the solution at."""
+
+from typing import Any
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+
+
+class SaveAt(eqx.Module):
+    """Where to save the solution.
+
+    **Arguments:**
+
+    - `t0`: save the initial value.
+    - `t1`: save the final value.
+    - `ts`: a 1-D increasing array of times in `[t0, t1]`, saved by dense output (a cubic
+      Hermite interpolant for ODE solvers that carry derivatives, linear otherwise).
+    - `steps`: save after every accepted step (the unused tail of the buffer, `max_steps`
+      long for adaptive solves, is filled with `inf`).
+
+    The output `sol.ts`/`sol.ys` concatenates, in this order, `t0`, `ts`, `steps`, `t1`.
+
+    **Example:** `SaveAt(t0=True, ts=jnp.linspace(0, 1, 11))`
+    """
+
+    t0: bool = False
+    t1: bool = False
+    ts: Any = None
+    steps: bool = False
+
+    def __check_init__(self):
+        for name in ("t0", "t1", "steps"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(
+                    f"`SaveAt.{name}` must be a bool, got {type(getattr(self, name)).__name__}"
+                )
+        if self.ts is not None:
+            if jnp.ndim(self.ts) != 1:
+                raise ValueError(
+                    f"`SaveAt.ts` must be a 1-D array of times, got shape {jnp.shape(self.ts)}"
+                )
+            if jnp.shape(self.ts)[0] == 0:
+                raise ValueError("`SaveAt.ts` must not be empty")
+            try:
+                values = np.asarray(self.ts)
+            except Exception:  # traced: checked at run time by interpolation only
+                values = None
+            if values is not None and np.any(np.diff(values) < 0):
+                raise ValueError("`SaveAt.ts` must be non-decreasing")
+        if not (self.t0 or self.t1 or self.steps or self.ts is not None):
+            raise ValueError("`SaveAt` saves nothing: set t0, t1, steps or ts")

@@ -1,0 +1,139 @@
+"""Terms: what is integrated. An ODE vector field, or an SDE's drift and diffusion with its
+Brownian motion.
+
+A term is an `eqx.Module`; its callables are fields, so a term built from a closure over a
+traced value (a parameter being differentiated) is a pytree like any other. A term with a
+`brownian` attribute that is not `None` is stochastic: `solve` queries Brownian increments from
+it (pre-drawn for fixed steps, on demand for adaptive ones) and hands them to the solver.
+"""
+
+import abc
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._core import check_option, check_same_structure
+
+_NOISE = ("diagonal", "additive", "general")
+
+
+class AbstractTerm(eqx.Module):
+    """The base class of terms: subclass it to integrate something new.
+
+    A subclass sets `brownian` (a class attribute `None` for deterministic terms, or a field
+    holding a `jaxsolve.brownian` object) and implements `validate`, which checks eagerly, in
+    Python, that `y0` fits the term (use `jax.eval_shape`, never run the vector field).
+    """
+
+    brownian: eqx.AbstractVar[Any]
+
+    @abc.abstractmethod
+    def validate(self, t0: Any, y0: Any, args: Any) -> None:
+        """Raise `ValueError`/`TypeError` naming the argument when `y0` does not fit the term."""
+
+
+class ODETerm(AbstractTerm):
+    """The vector field of an ODE `dy/dt = f(t, y, args)`.
+
+    **Arguments:**
+
+    - `vector_field`: `f(t, y, args) -> dy/dt`, returning a pytree shaped like `y`.
+
+    **Example:**
+
+    ```python
+    term = js.diffeq.ODETerm(lambda t, y, args: -args * y)
+    ```
+    """
+
+    vector_field: Callable
+    brownian: None = None
+
+    def validate(self, t0, y0, args):
+        out = jax.eval_shape(self.vector_field, t0, y0, args)
+        check_same_structure("y0", y0, out, "the vector field's output")
+
+
+def _shapes(tree):
+    """(treedef, [leaf shapes]) of a pytree of arrays or ShapeDtypeStructs."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, [tuple(jnp.shape(leaf)) for leaf in leaves]
+
+
+class SDETerm(AbstractTerm):
+    r"""The drift and diffusion of an SDE `dy = f(t, y) dt + g(t, y) dW`, with its Brownian motion.
+
+    **Arguments:**
+
+    - `drift`: `f(t, y, args)`, returning a pytree shaped like `y`.
+    - `diffusion`: `g(t, y, args)`. With `noise="diagonal"` or `"additive"` it returns a pytree
+      shaped like `y` that multiplies `dW` elementwise (the Brownian motion has the shape of
+      `y`); `"additive"` promises that `g` does not depend on `y` (solvers such as ShARK and
+      SRA1 rely on it; it is not checked). With `noise="general"` the Brownian motion is one
+      array `w` and each leaf of `g` has shape `(*y_leaf.shape, *w.shape)`, contracted with `dW`.
+    - `brownian`: a `jaxsolve.brownian.VirtualBrownianTree` (or any object with `increment`,
+      `increments`, `levy_area` and `shape` like it).
+    - `noise`: `"diagonal"` (default), `"additive"` or `"general"`.
+
+    Whether the SDE is read in the Itô or the Stratonovich sense is a property of the solver
+    (EulerMaruyama and Milstein are Itô; Heun, SRA1, ShARK, SEA and SPaRK are Stratonovich;
+    the two agree for additive noise).
+
+    **Example:**
+
+    ```python
+    bm = js.brownian.VirtualBrownianTree(0.0, 1.0, 1e-3, (2,), key)
+    term = js.diffeq.SDETerm(lambda t, y, a: -y, lambda t, y, a: 0.5 * y, bm)
+    ```
+    """
+
+    drift: Callable
+    diffusion: Callable
+    brownian: Any
+    noise: str = eqx.field(static=True, default="diagonal")
+
+    def __check_init__(self):
+        check_option("noise", self.noise, _NOISE)
+        for name in ("increment", "increments", "levy_area"):
+            if not hasattr(self.brownian, name):
+                raise TypeError(
+                    f"`brownian` must be a Brownian motion such as "
+                    f"jaxsolve.brownian.VirtualBrownianTree (it has no `{name}`); got "
+                    f"{type(self.brownian).__name__}"
+                )
+
+    def validate(self, t0, y0, args):
+        drift = jax.eval_shape(self.drift, t0, y0, args)
+        check_same_structure("y0", y0, drift, "the drift's output")
+        diffusion = jax.eval_shape(self.diffusion, t0, y0, args)
+        w_def, w_shapes = _shapes(jax.eval_shape(lambda: self.brownian.increment(t0, t0).W))
+        y_def, y_shapes = _shapes(y0)
+        if self.noise in ("diagonal", "additive"):
+            check_same_structure("y0", y0, diffusion, "the diffusion's output")
+            if w_def != y_def or w_shapes != y_shapes:
+                raise ValueError(
+                    f"with noise={self.noise!r} the Brownian motion must have the shape of `y0` "
+                    f"{y_shapes}, got {w_shapes}; use noise='general' for a diffusion matrix"
+                )
+        else:
+            if w_def.num_leaves != 1 or w_def != jax.tree.structure(0):
+                raise ValueError(
+                    "with noise='general' the Brownian motion must be a single array, got "
+                    f"shapes {w_shapes}"
+                )
+            expected = [(*shape, *w_shapes[0]) for shape in y_shapes]
+            g_def, g_shapes = _shapes(diffusion)
+            if g_def != y_def or g_shapes != expected:
+                raise ValueError(
+                    "with noise='general' the diffusion must return, for each leaf of `y0`, an "
+                    f"array of shape (*y.shape, *w.shape) = {expected}, got {g_shapes}"
+                )
+
+    def prod(self, g: Any, dw: Any) -> Any:
+        """The diffusion `g` applied to a Brownian quantity `dw` (an increment W, or H, K)."""
+        if self.noise == "general":
+            return jax.tree.map(lambda gl: jnp.tensordot(gl, dw, axes=jnp.ndim(dw)), g)
+        return jax.tree.map(lambda gl, wl: gl * wl, g, dw)
