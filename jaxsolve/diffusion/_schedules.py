@@ -1,0 +1,326 @@
+"""Noise schedules: x_t = alpha(t) x_0 + sigma(t) eps, with the log signal-to-noise ratio.
+
+Every schedule gives `alpha`, `sigma`, `logsnr = log(alpha / sigma)` and its inverse
+`t_of_logsnr` in closed form. Formulas are written so that float32 keeps full relative precision
+near t = 0 (where sigma -> 0) and near the noisy end: `expm1`/`log1p`/`softplus` instead of
+`1 - exp(...)`, and products of sines instead of `1 - cos^2`.
+"""
+
+import abc
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike
+
+
+class AbstractSchedule(eqx.Module):
+    """A diffusion noise schedule on t in [0, 1]: `x_t = alpha(t) x_0 + sigma(t) eps`.
+
+    Subclasses implement `alpha`, `sigma`, `logsnr` (= log(alpha/sigma), decreasing in t) and
+    `t_of_logsnr` (its inverse), all elementwise on arrays, plus the default sampling interval
+    `t_start_default` (noisy end) and `t_end_default` (clean end). A user-defined schedule
+    subclasses this directly; every sampler works through these four functions only.
+    """
+
+    @abc.abstractmethod
+    def alpha(self, t: ArrayLike) -> Array:
+        """The signal coefficient alpha(t)."""
+
+    @abc.abstractmethod
+    def sigma(self, t: ArrayLike) -> Array:
+        """The noise coefficient sigma(t)."""
+
+    @abc.abstractmethod
+    def logsnr(self, t: ArrayLike) -> Array:
+        """log(alpha(t) / sigma(t)); +inf where sigma = 0."""
+
+    @abc.abstractmethod
+    def t_of_logsnr(self, logsnr: ArrayLike) -> Array:
+        """The inverse of `logsnr`."""
+
+    @property
+    @abc.abstractmethod
+    def t_start_default(self) -> float:
+        """The default start (noisiest) time of sampling."""
+
+    @property
+    @abc.abstractmethod
+    def t_end_default(self) -> float:
+        """The default end (cleanest) time of sampling; sigma > 0 there."""
+
+    def alpha_sigma_derivatives(self, t: ArrayLike) -> tuple[Array, Array, Array, Array]:
+        """`(alpha, sigma, d alpha/dt, d sigma/dt)` at scalar `t` (forward-mode autodiff)."""
+        t = jnp.asarray(t)
+        (alpha, sigma), (dalpha, dsigma) = jax.jvp(
+            lambda s: (self.alpha(s), self.sigma(s)), (t,), (jnp.ones_like(t),)
+        )
+        return alpha, sigma, dalpha, dsigma
+
+
+def _float(t):
+    t = jnp.asarray(t)
+    if not jnp.issubdtype(t.dtype, jnp.floating):
+        t = t.astype(jnp.result_type(float))
+    return t
+
+
+class VPLinear(AbstractSchedule):
+    """The variance-preserving schedule with linear beta(t) (DDPM / score SDE, continuous time).
+
+    `log alpha(t) = -beta_min t / 2 - (beta_max - beta_min) t^2 / 4`, `sigma = sqrt(1 - alpha^2)`.
+
+    **Arguments:** `beta_min=0.1`, `beta_max=20.0` (Song et al., "Score-Based Generative Modeling
+    through Stochastic Differential Equations", ICLR 2021).
+
+    Sampling runs by default from t = 1 to t = 1e-3; t = 0 (sigma = 0) is allowed as an
+    explicit final step.
+
+    **Example:** `js.diffusion.VPLinear().logsnr(0.5)`.
+    """
+
+    beta_min: float | Array = 0.1
+    beta_max: float | Array = 20.0
+
+    def _neg_log_alpha2(self, t):
+        t = _float(t)
+        return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t * t
+
+    def alpha(self, t):
+        return jnp.exp(-0.5 * self._neg_log_alpha2(t))
+
+    def sigma(self, t):
+        return jnp.sqrt(-jnp.expm1(-self._neg_log_alpha2(t)))
+
+    def logsnr(self, t):
+        m = self._neg_log_alpha2(t)
+        return -0.5 * m - 0.5 * jnp.log(-jnp.expm1(-m))
+
+    def t_of_logsnr(self, logsnr):
+        # alpha^2 / sigma^2 = e^{2 lam}  =>  m = -log alpha^2 = softplus(-2 lam); then the stable
+        # root of (beta_max - beta_min) t^2 / 2 + beta_min t - m = 0.
+        m = jax.nn.softplus(-2.0 * _float(logsnr))
+        delta = self.beta_max - self.beta_min
+        return 2.0 * m / (self.beta_min + jnp.sqrt(self.beta_min**2 + 2.0 * delta * m))
+
+    @property
+    def t_start_default(self):
+        return 1.0
+
+    @property
+    def t_end_default(self):
+        return 1e-3
+
+
+class VPCosine(AbstractSchedule):
+    """The cosine variance-preserving schedule with log-SNR clipping.
+
+    `alpha(t) = cos(theta_t) / cos(theta_0)`, `theta_t = (pi/2) (t + s) / (1 + s)`,
+    `sigma = sqrt(1 - alpha^2)` (Nichol & Dhariwal, "Improved Denoising Diffusion Probabilistic
+    Models", ICML 2021). At t = 1 alpha vanishes and the log-SNR is -inf, so the schedule is
+    clipped: times after `t_max`, where the log-SNR reaches `logsnr_min`, are treated as `t_max`
+    (the default `logsnr_min=-5.0` gives t_max ~= 0.9957, close to the 0.9946 that DPM-Solver
+    uses in place of Improved DDPM's beta <= 0.999 clipping).
+
+    **Arguments:** `s=0.008`, `logsnr_min=-5.0`.
+    """
+
+    s: float | Array = 0.008
+    logsnr_min: float | Array = -5.0
+
+    def _theta(self, t):
+        return 0.5 * math.pi * (t + self.s) / (1.0 + self.s)
+
+    def _raw_t_of_logsnr(self, lam):
+        theta0 = self._theta(0.0)
+        sin_theta = jnp.sqrt(
+            jnp.sin(theta0) ** 2 + jnp.cos(theta0) ** 2 * jax.nn.sigmoid(-2.0 * lam)
+        )
+        cos_theta = jnp.cos(theta0) * jnp.sqrt(jax.nn.sigmoid(2.0 * lam))
+        theta = jnp.arctan2(sin_theta, cos_theta)
+        return theta * (1.0 + self.s) / (0.5 * math.pi) - self.s
+
+    @property
+    def t_max(self):
+        """The time after which the schedule is clipped (log-SNR = `logsnr_min`)."""
+        return self._raw_t_of_logsnr(jnp.asarray(self.logsnr_min))
+
+    def _clip(self, t):
+        return jnp.minimum(_float(t), self.t_max)
+
+    def alpha(self, t):
+        return jnp.cos(self._theta(self._clip(t))) / jnp.cos(self._theta(0.0))
+
+    def _sigma2(self, t):
+        # 1 - cos^2(theta_t)/cos^2(theta_0) = sin(theta_t - theta_0) sin(theta_t + theta_0) / cos^2(theta_0)
+        theta, theta0 = self._theta(t), self._theta(0.0)
+        return jnp.sin(theta - theta0) * jnp.sin(theta + theta0) / jnp.cos(theta0) ** 2
+
+    def sigma(self, t):
+        return jnp.sqrt(self._sigma2(self._clip(t)))
+
+    def logsnr(self, t):
+        t = self._clip(t)
+        return jnp.log(self.alpha(t)) - 0.5 * jnp.log(self._sigma2(t))
+
+    def t_of_logsnr(self, logsnr):
+        return self._raw_t_of_logsnr(jnp.maximum(_float(logsnr), self.logsnr_min))
+
+    @property
+    def t_start_default(self):
+        return float(self.t_max)
+
+    @property
+    def t_end_default(self):
+        return 1e-3
+
+
+class VPDiscrete(AbstractSchedule):
+    """A variance-preserving schedule given by discrete betas (DDPM, Stable Diffusion).
+
+    `alpha_bar_k = prod_{j<=k} (1 - beta_j)` for k = 0..N-1 is placed at t = (k + 1) / N, with
+    alpha = 1 at t = 0, and `log alpha_bar` is interpolated linearly in between (the
+    continuous-time view of DPM-Solver, Lu et al. 2022). A network trained on integer steps k
+    is called with `k = t * N - 1`.
+
+    **Arguments:** `betas`, a 1-D array of the N per-step variances. Constructors:
+    `VPDiscrete.ddpm_linear(num_train_steps=1000, beta_start=1e-4, beta_end=0.02)` (Ho et al.
+    2020) and `VPDiscrete.scaled_linear(num_train_steps=1000, beta_start=0.00085,
+    beta_end=0.012)` (Stable Diffusion).
+    """
+
+    neg_log_alpha2: Array  # -log alpha_bar at t_grid, increasing, starting at 0
+    t_grid: Array
+
+    def __init__(self, betas: ArrayLike):
+        betas = jnp.asarray(betas)
+        if betas.ndim != 1 or betas.shape[0] < 2:
+            raise ValueError(f"`betas` must be a 1-D array of length >= 2, got shape {betas.shape}")
+        if not jnp.issubdtype(betas.dtype, jnp.floating):
+            betas = betas.astype(jnp.result_type(float))
+        if not isinstance(betas, jax.core.Tracer):
+            b = np.asarray(betas)
+            if not (np.all(b > 0) and np.all(b < 1)):
+                raise ValueError("`betas` must lie in (0, 1)")
+        num = betas.shape[0]
+        zero = jnp.zeros((1,), betas.dtype)
+        self.neg_log_alpha2 = jnp.concatenate([zero, -jnp.cumsum(jnp.log1p(-betas))])
+        self.t_grid = jnp.arange(num + 1, dtype=betas.dtype) / num
+
+    @classmethod
+    def ddpm_linear(cls, num_train_steps: int = 1000, beta_start=1e-4, beta_end=0.02):
+        """DDPM's linear betas (Ho et al., 2020)."""
+        return cls(np.linspace(beta_start, beta_end, num_train_steps))
+
+    @classmethod
+    def scaled_linear(cls, num_train_steps: int = 1000, beta_start=0.00085, beta_end=0.012):
+        """Stable Diffusion's "scaled linear" betas: linear in sqrt(beta)."""
+        return cls(np.linspace(beta_start**0.5, beta_end**0.5, num_train_steps) ** 2)
+
+    def _m(self, t):
+        return jnp.interp(_float(t), self.t_grid, self.neg_log_alpha2)
+
+    def alpha(self, t):
+        return jnp.exp(-0.5 * self._m(t))
+
+    def sigma(self, t):
+        return jnp.sqrt(-jnp.expm1(-self._m(t)))
+
+    def logsnr(self, t):
+        m = self._m(t)
+        return -0.5 * m - 0.5 * jnp.log(-jnp.expm1(-m))
+
+    def t_of_logsnr(self, logsnr):
+        m = jax.nn.softplus(-2.0 * _float(logsnr))
+        return jnp.interp(m, self.neg_log_alpha2, self.t_grid)
+
+    @property
+    def t_start_default(self):
+        return 1.0
+
+    @property
+    def t_end_default(self):
+        return 1.0 / (self.t_grid.shape[0] - 1)
+
+
+class VE(AbstractSchedule):
+    """The variance-exploding schedule: alpha = 1, sigma(t) = sigma_min (sigma_max/sigma_min)^t.
+
+    **Arguments:** `sigma_min=0.002`, `sigma_max=80.0` (Song et al., ICLR 2021; defaults as in
+    Karras et al., "Elucidating the Design Space of Diffusion-Based Generative Models", 2022).
+    """
+
+    sigma_min: float | Array = 0.002
+    sigma_max: float | Array = 80.0
+
+    def _log_sigma(self, t):
+        lo = jnp.log(jnp.asarray(self.sigma_min))
+        hi = jnp.log(jnp.asarray(self.sigma_max))
+        return lo + _float(t) * (hi - lo)
+
+    def alpha(self, t):
+        return jnp.ones_like(_float(t))
+
+    def sigma(self, t):
+        return jnp.exp(self._log_sigma(t))
+
+    def logsnr(self, t):
+        return -self._log_sigma(t)
+
+    def t_of_logsnr(self, logsnr):
+        lo = jnp.log(jnp.asarray(self.sigma_min))
+        hi = jnp.log(jnp.asarray(self.sigma_max))
+        return (-_float(logsnr) - lo) / (hi - lo)
+
+    @property
+    def t_start_default(self):
+        return 1.0
+
+    @property
+    def t_end_default(self):
+        return 0.0
+
+
+class FlowMatching(AbstractSchedule):
+    """The rectified-flow / flow-matching path: alpha = 1 - tau, sigma = tau.
+
+    `tau(t) = shift t / (1 + (shift - 1) t)` is the resolution-dependent time shift of Esser et
+    al. ("Scaling Rectified Flow Transformers", 2024); `shift=1` gives alpha = 1 - t,
+    sigma = t (Liu et al., "Flow Straight and Fast", 2022; Lipman et al., "Flow Matching for
+    Generative Modeling", 2022). Then `logsnr = log(1 - t) - log(t) - log(shift)`.
+
+    The default sampling interval is [1e-3, 1 - 1e-3] (finite log-SNR at both ends, which the
+    log-SNR spacing needs); Euler-type samplers may start at t = 1 and end at t = 0
+    (`timesteps(..., spacing="uniform", t_start=1.0, t_end=0.0)`).
+    """
+
+    shift: float | Array = 1.0
+
+    def _tau(self, t):
+        t = _float(t)
+        return self.shift * t / (1.0 + (self.shift - 1.0) * t)
+
+    def alpha(self, t):
+        t = _float(t)
+        return (1.0 - t) / (1.0 + (self.shift - 1.0) * t)
+
+    def sigma(self, t):
+        return self._tau(t)
+
+    def logsnr(self, t):
+        t = _float(t)
+        return jnp.log1p(-t) - jnp.log(t) - jnp.log(jnp.asarray(self.shift, t.dtype))
+
+    def t_of_logsnr(self, logsnr):
+        lam = _float(logsnr)
+        return jax.nn.sigmoid(-lam - jnp.log(jnp.asarray(self.shift, lam.dtype)))
+
+    @property
+    def t_start_default(self):
+        return 1.0 - 1e-3
+
+    @property
+    def t_end_default(self):
+        return 1e-3
