@@ -5,8 +5,12 @@ Sampling a diffusion model is solving its probability-flow ODE (or reverse SDE) 
 every sampler is a pure `init`/`step` equinox module (`AbstractSampler`).
 """
 
+from ._bdia import BDIA as BDIA
 from ._ddim import DDIM as DDIM
+from ._edm import EulerEDM as EulerEDM, HeunEDM as HeunEDM
+from ._invert import invert as invert
 from ._model import Guidance as Guidance, Model as Model
+from ._momentum import GHVB as GHVB, HeavyBall as HeavyBall
 from ._sample import sample as sample
 from ._sampler import AbstractSampler as AbstractSampler
 from ._schedules import (
@@ -17,4 +21,5 @@ from ._schedules import (
     VPDiscrete as VPDiscrete,
     VPLinear as VPLinear,
 )
+from ._sde_dpm_solver_pp import SDEDPMSolverPP as SDEDPMSolverPP
 from ._timesteps import timesteps as timesteps
