@@ -192,3 +192,51 @@ def standard_mixture(schedule=None, dtype=jnp.float64):
 # ---------------------------------------------------------------------------------------------
 # Linear, implicit and nonlinear problems (jaxsolve.linear, .implicit, .nonlinear)
 # ---------------------------------------------------------------------------------------------
+
+
+def spd_matrix(n: int, seed: int = 0, dtype=np.float64):
+    """A well-conditioned symmetric positive definite matrix (float64 numpy -> jnp)."""
+    rng = np.random.default_rng(seed)
+    m = rng.normal(size=(n, n))
+    return jnp.asarray(m @ m.T / n + np.eye(n), dtype=dtype)
+
+
+def nonsymmetric_matrix(n: int, seed: int = 1, dtype=np.float64):
+    """A well-conditioned non-symmetric matrix (diagonally shifted Gaussian)."""
+    rng = np.random.default_rng(seed)
+    return jnp.asarray(rng.normal(size=(n, n)) / np.sqrt(n) + 3 * np.eye(n), dtype=dtype)
+
+
+def poisson_2d(grid: int):
+    """The 5-point Dirichlet Laplacian on a grid x grid interior, matrix-free on (grid, grid)
+    arrays (symmetric positive definite), scaled by h^-2."""
+    inv_h2 = float((grid + 1) ** 2)
+
+    def apply(u):
+        padded = jnp.pad(u, 1)
+        neighbours = padded[:-2, 1:-1] + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:]
+        return inv_h2 * (4 * u - neighbours)
+
+    return apply
+
+
+def ridge_problem(num_samples: int = 40, num_features: int = 6, seed: int = 0, dtype=np.float64):
+    """(X, y) for ridge regression; the closed-form solution and hypergradient below."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(num_samples, num_features))
+    y = X @ rng.normal(size=num_features) + 0.1 * rng.normal(size=num_samples)
+    return jnp.asarray(X, dtype=dtype), jnp.asarray(y, dtype=dtype)
+
+
+def ridge_optimality(w, lam, X, y):
+    """Gradient of (1/2n)|Xw - y|^2 + (lam/2)|w|^2: zero at the ridge solution."""
+    return X.T @ (X @ w - y) / X.shape[0] + lam * w
+
+
+def ridge_closed_form(lam, X, y):
+    """w*(lam) and dw*/dlam = -(X^T X + n lam I)^{-1} n w*, in float64 numpy."""
+    X, y = np.asarray(X, np.float64), np.asarray(y, np.float64)
+    n, d = X.shape
+    H = X.T @ X + n * float(lam) * np.eye(d)
+    w = np.linalg.solve(H, X.T @ y)
+    return w, -np.linalg.solve(H, n * w)

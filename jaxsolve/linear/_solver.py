@@ -1,0 +1,109 @@
+"""The public abstract linear solvers and the solution object."""
+
+import abc
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from .._core import RESULTS, AbstractIterativeSolver
+from ._operator import AbstractLinearOperator
+
+
+class Solution(eqx.Module):
+    """What `jaxsolve.linear.solve` returns.
+
+    - `value`: the solution `x`, with the input structure of the operator.
+    - `result`: a `jaxsolve.RESULTS` item.
+    - `stats`: a dict, with at least `"num_steps"` (0 for direct solvers).
+    """
+
+    value: Any
+    result: RESULTS
+    stats: dict
+
+
+class AbstractLinearSolver(eqx.Module):
+    """A method for solving `A x = b` with `A` an operator on 1-D vectors.
+
+    Subclasses implement `compute(operator, vector) -> (x, result, stats)` where `operator` is
+    an `AbstractLinearOperator` acting on 1-D arrays (`jaxsolve.linear.solve` flattens pytrees
+    first) and `vector` is a 1-D array. `compute` need not be differentiable: `solve`
+    differentiates the *solution* (a tangent or cotangent is another solve with this solver).
+    `transpose_compute` solves `A^T y = c` (used for reverse mode); by default it calls
+    `compute` on `operator.transpose()`.
+    """
+
+    @abc.abstractmethod
+    def compute(
+        self, operator: AbstractLinearOperator, vector: jax.Array
+    ) -> tuple[jax.Array, RESULTS, dict]:
+        """Solve `operator x = vector`; return `(x, result, stats)`."""
+
+    @abc.abstractmethod
+    def needs_square(self) -> bool:
+        """Whether the solver only handles square systems."""
+
+
+class AbstractIterativeLinearSolver(AbstractLinearSolver, AbstractIterativeSolver):
+    """A linear solver advanced one pure step at a time, stopping on a residual test.
+
+    Subclasses implement `init(operator, vector) -> state`, `step(operator, vector, state)
+    -> state`, `terminate(operator, vector, state) -> (done, result)` and
+    `extract(state) -> (x, num_steps)`; the fields `rtol`, `atol` and `max_steps` (None means
+    `10 * size`) are shared. `compute` runs the steps in a `lax.while_loop`: iterative linear
+    solves are never differentiated through (gradients are solves too), so the fastest loop
+    is the right one.
+    """
+
+    rtol: eqx.AbstractVar[jax.Array]
+    atol: eqx.AbstractVar[jax.Array]
+    max_steps: eqx.AbstractVar[int | None]
+
+    @abc.abstractmethod
+    def extract(self, state: Any) -> tuple[jax.Array, jax.Array]:
+        """Return `(x, num_steps)` from a state."""
+
+    def needs_square(self) -> bool:
+        return True
+
+    def step_limit(self, operator: AbstractLinearOperator) -> int:
+        """The step bound used: `max_steps`, or 10 times the system size when it is None."""
+        return self.max_steps if self.max_steps is not None else 10 * operator.in_size()
+
+    def compute(self, operator, vector):
+        limit = self.step_limit(operator)
+        state = self.init(operator, vector)
+
+        def cond(carry):
+            state, _ = carry
+            done, _ = self.terminate(operator, vector, state)
+            _, num_steps = self.extract(state)
+            return jnp.logical_and(jnp.logical_not(done), num_steps < limit)
+
+        def body(carry):
+            state, _ = carry
+            return self.step(operator, vector, state), None
+
+        state, _ = lax.while_loop(cond, body, (state, None))
+        done, result = self.terminate(operator, vector, state)
+        x, num_steps = self.extract(state)
+        # `terminate` reports failures (breakdown, non-finite) itself; running out of steps
+        # without meeting the tolerance is the generic failure of an iterative solve.
+        result = RESULTS.where(done, result, RESULTS.linear_solve_failed)
+        return x, result, {"num_steps": num_steps}
+
+
+def tolerance(solver: AbstractIterativeLinearSolver, vector: jax.Array) -> jax.Array:
+    """The residual-norm threshold `atol + rtol * |b|`, in the dtype of `vector`."""
+    b_norm = jnp.linalg.norm(vector)
+    return (solver.atol + solver.rtol * b_norm).astype(b_norm.dtype)
+
+
+def converged_result(residual_norm, threshold, x) -> tuple[jax.Array, RESULTS]:
+    """`(done, result)` for a residual test, flagging non-finite iterates."""
+    finite = jnp.all(jnp.isfinite(x)) & jnp.isfinite(residual_norm)
+    done = (residual_norm <= threshold) | ~finite
+    return done, RESULTS.where(finite, RESULTS.successful, RESULTS.nonfinite)
