@@ -1,0 +1,148 @@
+"""Constrained minimisers over a convex set: projected gradient and Frank-Wolfe."""
+
+from typing import Literal, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array
+
+from .._core import RESULTS, bounded_while_loop, check_option
+from ._base import AbstractConstrainedMinimiser, hyperparameter
+from ._constraints import AbstractConstraint
+
+
+class ProjectedGradientState(NamedTuple):
+    f: Array
+    grad: Array
+    step_size: Array
+    diff: Array
+
+
+class ProjectedGradient(AbstractConstrainedMinimiser):
+    """Projected gradient descent y <- P(y - t grad f(y)) with backtracking on t.
+
+    The step starts at `learning_rate` and is halved until the sufficient-decrease condition
+    `f(y+) <= f(y) + <g, y+ - y> + |y+ - y|^2 / (2t)` holds (then kept for the next step). Stops
+    when the gradient mapping is small: `max|y+ - y| / t <= atol + rtol |f|`.
+
+    **Arguments:** `constraint` (`Simplex`, `Box`, `Ball`, or any `AbstractConstraint`),
+    `learning_rate` (default 1.0), `rtol`, `atol`, `max_backtracks` (Python int, default 30).
+
+    Reference: Beck & Teboulle, "A fast iterative shrinkage-thresholding algorithm", SIAM J.
+    Imaging Sci. 2009 (the backtracking rule); Nesterov, *Introductory Lectures*, §2.2.
+    """
+
+    constraint: AbstractConstraint
+    learning_rate: Array = hyperparameter(1.0)
+    rtol: Array = hyperparameter(1e-6)
+    atol: Array = hyperparameter(1e-6)
+    max_backtracks: int = eqx.field(static=True, default=30)
+
+    def __check_init__(self):
+        if not isinstance(self.constraint, AbstractConstraint):
+            raise TypeError(
+                f"`constraint` must be an AbstractConstraint (Simplex, Box, Ball), got {type(self.constraint).__name__}"
+            )
+
+    def init(self, fn, y, args, options):
+        f, grad = jax.value_and_grad(fn)(y, args)
+        return ProjectedGradientState(
+            f, grad, self.learning_rate.astype(y.dtype), jnp.full_like(y, jnp.inf)
+        )
+
+    def step(self, fn, y, args, options, state):
+        def trial(t):
+            y_new = self.constraint.project(y - t * state.grad)
+            diff = y_new - y
+            f_new = fn(y_new, args)
+            bound = state.f + jnp.vdot(state.grad, diff) + jnp.vdot(diff, diff) / (2 * t)
+            ok = (f_new <= bound + 10 * jnp.finfo(y.dtype).eps * jnp.abs(state.f)) & jnp.isfinite(
+                f_new
+            )
+            return t, y_new, ok
+
+        out = bounded_while_loop(
+            lambda c: ~c[2],
+            lambda c: trial(0.5 * c[0]),
+            trial(state.step_size),
+            max_steps=self.max_backtracks,
+            kind=options.get("loop_kind", "lax"),
+        )
+        t, y_new, _ = out.value
+        f, grad = jax.value_and_grad(fn)(y_new, args)
+        return y_new, ProjectedGradientState(f, grad, t, y_new - y)
+
+    def terminate(self, fn, y, args, options, state):
+        dtype = y.dtype
+        tol = self.atol.astype(dtype) + self.rtol.astype(dtype) * jnp.abs(state.f)
+        return jnp.max(jnp.abs(state.diff)) / state.step_size <= tol, RESULTS.successful
+
+
+class FrankWolfeState(NamedTuple):
+    f: Array
+    grad: Array
+    gap: Array
+    count: Array
+
+
+class FrankWolfe(AbstractConstrainedMinimiser):
+    """Frank-Wolfe (conditional gradient): s = argmin_{s in C} <grad f(y), s>,
+    y <- y + gamma (s - y).
+
+    `step_size="open_loop"` uses gamma_k = 2 / (k + 2); `step_size="line_search"` backtracks from gamma = 1
+    (halving) until `f(y + gamma d) <= f(y) + 0.5 gamma <g, d>`. Stops when the Frank-Wolfe gap
+    `<g, y - s>` (an upper bound on f(y) - f*) is `<= atol + rtol |f|`.
+
+    **Arguments:** `constraint` (`Simplex`, `Box`, `Ball`), `step_size`, `rtol`, `atol`,
+    `max_backtracks` (Python int, default 30).
+
+    References: Frank & Wolfe, "An algorithm for quadratic programming", Naval Res. Logist. 1956;
+    Jaggi, "Revisiting Frank-Wolfe: projection-free sparse convex optimization", ICML 2013.
+    """
+
+    constraint: AbstractConstraint
+    step_size: Literal["open_loop", "line_search"] = eqx.field(static=True, default="open_loop")
+    rtol: Array = hyperparameter(1e-6)
+    atol: Array = hyperparameter(1e-6)
+    max_backtracks: int = eqx.field(static=True, default=30)
+
+    def __check_init__(self):
+        if not isinstance(self.constraint, AbstractConstraint):
+            raise TypeError(
+                f"`constraint` must be an AbstractConstraint (Simplex, Box, Ball), got {type(self.constraint).__name__}"
+            )
+        check_option("step_size", self.step_size, ("open_loop", "line_search"))
+
+    def init(self, fn, y, args, options):
+        f, grad = jax.value_and_grad(fn)(y, args)
+        return FrankWolfeState(f, grad, jnp.asarray(jnp.inf, y.dtype), jnp.array(0, jnp.int32))
+
+    def step(self, fn, y, args, options, state):
+        vertex = self.constraint.linear_minimizer(state.grad)
+        direction = vertex - y
+        slope = jnp.vdot(state.grad, direction)
+        if self.step_size == "open_loop":
+            gamma = 2.0 / (state.count.astype(y.dtype) + 2.0)
+        else:
+
+            def trial(gamma):
+                f_new = fn(y + gamma * direction, args)
+                return gamma, (f_new <= state.f + 0.5 * gamma * slope) & jnp.isfinite(f_new)
+
+            out = bounded_while_loop(
+                lambda c: ~c[1],
+                lambda c: trial(0.5 * c[0]),
+                trial(jnp.ones((), y.dtype)),
+                max_steps=self.max_backtracks,
+                kind=options.get("loop_kind", "lax"),
+            )
+            gamma = jnp.where(out.value[1], out.value[0], 0.0)
+        y_new = y + gamma * direction
+        f, grad = jax.value_and_grad(fn)(y_new, args)
+        return y_new, FrankWolfeState(f, grad, -slope, state.count + 1)
+
+    def terminate(self, fn, y, args, options, state):
+        dtype = y.dtype
+        tol = self.atol.astype(dtype) + self.rtol.astype(dtype) * jnp.abs(state.f)
+        return state.gap <= tol, RESULTS.successful

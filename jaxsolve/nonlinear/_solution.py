@@ -1,0 +1,23 @@
+"""The object every nonlinear entry point returns."""
+
+from typing import Any
+
+import equinox as eqx
+from jaxtyping import Array
+
+from .._core import RESULTS
+
+
+class Solution(eqx.Module):
+    """The outcome of `root_find`, `fixed_point`, `minimize` or `least_squares`.
+
+    - `value`: the solution, with the pytree structure of `y0`.
+    - `result`: a `RESULTS` item (`RESULTS.successful` when the solver's test was met).
+    - `stats`: a dict with `"num_steps"` (iterations run) and `"max_steps"`.
+    - `state`: the solver's final state (flat arrays), e.g. for warm starts.
+    """
+
+    value: Any
+    result: RESULTS
+    stats: dict[str, Array]
+    state: Any
