@@ -1,0 +1,63 @@
+"""The public abstract Brownian path and the increment object it returns."""
+
+import abc
+from typing import Any
+
+import equinox as eqx
+from jaxtyping import Array, PyTree
+
+LEVY_AREAS = ("none", "space-time", "space-time-time")
+
+
+class BrownianIncrement(eqx.Module):
+    """The increment of a Brownian path over `[s, t]` and its Lévy areas.
+
+    **Fields:**
+
+    - `dt`: `t - s` (a scalar, or a leading batch axis for `increments`).
+    - `W`: `W(t) - W(s)`, a pytree of arrays of the path's `shape`; variance `dt`.
+    - `H`: the space-time Lévy area `(1/h) ∫_s^t (W_{s,r} - (r-s)/h W_{s,t}) dr`, `h = t - s`,
+      with variance `h/12`, independent of `W`; `None` unless the path has
+      `levy_area="space-time"` or `"space-time-time"`.
+    - `K`: the space-time-time Lévy area
+      `(1/h²) ∫_s^t (W_{s,r} - (r-s)/h W_{s,t}) (h/2 - (r-s)) dr`, variance `h/720`,
+      independent of `W` and `H`; `None` unless `levy_area="space-time-time"`.
+    """
+
+    dt: Array
+    W: PyTree[Array]
+    H: PyTree[Array] | None = None
+    K: PyTree[Array] | None = None
+
+
+class AbstractBrownianPath(eqx.Module):
+    """A Brownian motion that can be queried over any interval of `[t0, t1]`.
+
+    Subclasses set the attributes below and implement `increment`, `increments` and `evaluate`.
+    SDE solvers in `jaxsolve.diffeq` only use this interface, so any subclass (for example a
+    path built from pre-drawn noise) can drive them.
+
+    **Attributes:**
+
+    - `t0`, `t1`: the interval on which the path is defined.
+    - `shape`: the shape of `W` (a tuple of ints, or a pytree of `jax.ShapeDtypeStruct`).
+    - `levy_area`: `"none"`, `"space-time"` or `"space-time-time"`: which of `H`, `K` the
+      increments carry.
+    """
+
+    t0: eqx.AbstractVar[Any]
+    t1: eqx.AbstractVar[Any]
+    shape: eqx.AbstractVar[Any]
+    levy_area: eqx.AbstractVar[str]
+
+    @abc.abstractmethod
+    def increment(self, s: Any, t: Any) -> BrownianIncrement:
+        """The `BrownianIncrement` over `[s, t]`, `t0 <= s <= t <= t1`."""
+
+    @abc.abstractmethod
+    def increments(self, ts: Any) -> BrownianIncrement:
+        """The increments over consecutive pairs of the 1-D array `ts` (leading axis `len(ts)-1`)."""
+
+    @abc.abstractmethod
+    def evaluate(self, t: Any) -> PyTree[Array]:
+        """`W(t) - W(t0)`."""

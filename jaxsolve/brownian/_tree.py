@@ -1,0 +1,446 @@
+"""The single-seed virtual Brownian tree with space-time and space-time-time Lévy areas."""
+
+import math
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.lax as lax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jaxtyping import Array, PyTree
+
+from .._core import check_option, check_positive
+from . import _levy
+from ._base import LEVY_AREAS, AbstractBrownianPath, BrownianIncrement
+
+_NUM_COORDS = {"none": 1, "space-time": 2, "space-time-time": 3}
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+class VirtualBrownianTree(AbstractBrownianPath):
+    r"""Brownian motion on `[t0, t1]`, with its Lévy areas, generated from a single key.
+
+    The path is a binary tree of intervals: the root holds `(W, H, K)` over `[t0, t1]` and each
+    node's two halves are drawn from their exact conditional law given the node (Foster's
+    Brownian bridge formulas, extended to the space-time-time Lévy area), with the randomness
+    for a node derived from its parent's key. The tree is bisected until the leaves are shorter
+    than `tol`; a query time inside a leaf is then drawn from the exact conditional law of the
+    leaf's two pieces at that time (no interpolation). Memory is constant, the cost of a query
+    is `O(log((t1 - t0)/tol))`, and the same key always gives the same path, whichever order
+    the queries come in (under `jit`, `vmap` and plain calls alike).
+
+    **Exactness.** Any set of query times whose leaves are pairwise different (in particular
+    times at least `tol` apart) gets `(W, H, K)` with exactly the joint law of Brownian
+    motion. Two query times in the *same* leaf use the same random numbers for that leaf: each
+    on its own is still exact, and the path is continuous in the query time, but the increment
+    between them is a deterministic function of the leaf's randomness, with a variance below
+    that of Brownian motion. Keep steps above `tol` where their joint law matters.
+
+    **Arguments:**
+
+    - `t0`, `t1`: the interval (`t0 < t1`), concrete numbers.
+    - `tol`: the leaf length below which the tree is not bisected further, concrete, `> 0`.
+      The depth is `ceil(log2((t1 - t0)/tol))`, fixed when the tree is built.
+    - `shape`: the shape of `W`: a tuple of ints, or a pytree of `jax.ShapeDtypeStruct` (each
+      leaf with its own shape and dtype).
+    - `key`: a `jax.random` key (typed or legacy `uint32[2]`).
+    - `levy_area`: `"none"` (`W` only), `"space-time"` (`W`, `H`), `"space-time-time"`
+      (`W`, `H`, `K`).
+    - `dtype`: the floating dtype of `W` when `shape` is a tuple (default: JAX's default float),
+      also the dtype of times. With a pytree `shape`, each leaf's own dtype is used.
+
+    **Example:**
+
+    ```python
+    import jax.random as jr
+    import jaxsolve as js
+
+    bm = js.brownian.VirtualBrownianTree(0.0, 1.0, 1e-3, (2,), jr.key(0), levy_area="space-time")
+    inc = bm.increment(0.25, 0.5)          # inc.dt, inc.W, inc.H
+    grid = bm.increments(jnp.linspace(0.0, 1.0, 101))   # inc.W.shape == (100, 2)
+    ```
+
+    Querying times outside `[t0, t1]`, or a decreasing grid, raises (eagerly for concrete times,
+    at run time via `equinox.error_if` under `jit`). Gradients do not flow through the query
+    times into `W`, `H`, `K` (they do through `dt`).
+
+    Reference: Jelinčič, Foster, Kidger et al., "Single-seed generation of Brownian paths and
+    integrals for adaptive and high order SDE solvers" (2024).
+    """
+
+    t0: Array
+    t1: Array
+    tol: Array
+    key: Array
+    shape: Any = eqx.field(static=True)
+    levy_area: str = eqx.field(static=True)
+    depth: int = eqx.field(static=True)
+    time_dtype: Any = eqx.field(static=True)
+
+    def __init__(
+        self,
+        t0,
+        t1,
+        tol,
+        shape: tuple[int, ...] | PyTree[jax.ShapeDtypeStruct],
+        key,
+        levy_area: str = "none",
+        dtype=None,
+    ):
+        check_option("levy_area", levy_area, LEVY_AREAS)
+        for name, value in (("t0", t0), ("t1", t1), ("tol", tol)):
+            if not _is_concrete(value):
+                raise ValueError(
+                    f"`{name}` must be a concrete number, got a traced value: the depth of the "
+                    "tree, ceil(log2((t1 - t0)/tol)), is fixed when it is built. Build the tree "
+                    "outside `jit` and pass it in as an argument."
+                )
+            if jnp.shape(value) != ():
+                raise ValueError(f"`{name}` must be a scalar, got shape {jnp.shape(value)}")
+        check_positive("tol", tol)
+        if not float(t0) < float(t1):
+            raise ValueError(f"`t1` must be greater than `t0`, got t0={float(t0)}, t1={float(t1)}")
+        if dtype is not None and not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(f"`dtype` must be a floating dtype, got {dtype}")
+
+        if isinstance(shape, tuple) and all(isinstance(s, (int, np.integer)) for s in shape):
+            shape = tuple(int(s) for s in shape)
+            leaf_dtype = jax.dtypes.canonicalize_dtype(dtype if dtype is not None else float)
+            time_dtype = leaf_dtype
+        else:
+            leaves = jax.tree.leaves(shape)
+            if not leaves or not all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves):
+                raise TypeError(
+                    "`shape` must be a tuple of ints or a pytree of jax.ShapeDtypeStruct, got "
+                    f"{shape!r}"
+                )
+            for leaf in leaves:
+                if not jnp.issubdtype(leaf.dtype, jnp.floating):
+                    raise TypeError(
+                        f"`shape` leaves must have a real floating dtype, got {leaf.dtype}"
+                    )
+            if dtype is not None:
+                time_dtype = jax.dtypes.canonicalize_dtype(dtype)
+            else:
+                time_dtype = np.result_type(*[np.dtype(leaf.dtype) for leaf in leaves])
+        time_dtype = np.dtype(time_dtype)
+
+        key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+        if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+            if key.dtype != jnp.uint32:
+                raise TypeError(f"`key` must be a jax.random key, got dtype {key.dtype}")
+            key = jr.wrap_key_data(key)
+        if key.shape != ():
+            raise ValueError(f"`key` must be a single key, got a batch of shape {key.shape}")
+
+        ratio = (float(t1) - float(t0)) / float(tol)
+        depth = max(0, math.ceil(math.log2(ratio) - 1e-12)) if ratio > 1 else 0
+        mantissa = np.finfo(time_dtype).nmant
+        if depth > mantissa - 2:
+            raise ValueError(
+                f"`tol` is too small for {time_dtype} times: the tree would need depth {depth}, "
+                f"more than {mantissa - 2} bisections can resolve. Use a larger `tol` or float64."
+            )
+
+        self.t0 = jnp.asarray(t0, time_dtype)
+        self.t1 = jnp.asarray(t1, time_dtype)
+        self.tol = jnp.asarray(tol, time_dtype)
+        self.key = key
+        self.shape = shape
+        self.levy_area = levy_area
+        self.depth = depth
+        self.time_dtype = time_dtype
+
+    # ------------------------------------------------------------------------------------------
+    # Public queries
+    # ------------------------------------------------------------------------------------------
+
+    def increment(self, s, t) -> BrownianIncrement:
+        """The increment over `[s, t]` (`t0 <= s <= t <= t1`).
+
+        **Returns:** a `BrownianIncrement` with `dt = t - s`, `W` (a pytree of `shape`), and `H`,
+        `K` as the tree's `levy_area` provides (else `None`).
+        """
+        s = self._as_time("s", s)
+        t = self._as_time("t", t)
+        if jnp.shape(s) != () or jnp.shape(t) != ():
+            raise ValueError(
+                f"`s` and `t` must be scalars (use `increments` for a grid), got shapes "
+                f"{jnp.shape(s)} and {jnp.shape(t)}"
+            )
+        out = self._increments(jnp.stack([s, t]))
+        return jax.tree.map(lambda x: x[0], out)
+
+    def increments(self, ts) -> BrownianIncrement:
+        """All increments over the consecutive pairs of the non-decreasing 1-D array `ts`.
+
+        Equal to `increment(ts[i], ts[i+1])` for each `i`, but computed in one level-by-level
+        descent that shares the upper part of the tree between the query times: the top levels
+        are drawn once for all queries, and a query on a dyadic point of the tree stops
+        descending at the level where it sits on a node boundary, so a grid aligned with the
+        tree costs `O(len(ts))` normal draws in all.
+
+        **Returns:** a `BrownianIncrement` whose fields have a leading axis of length
+        `len(ts) - 1`.
+        """
+        ts = self._as_time("ts", ts)
+        if ts.ndim != 1:
+            raise ValueError(f"`ts` must be a 1-D array of times, got shape {ts.shape}")
+        if ts.shape[0] < 2:
+            raise ValueError(f"`ts` must hold at least two times, got {ts.shape[0]}")
+        if _is_concrete(ts) and bool(jnp.any(jnp.diff(ts) < 0)):
+            raise ValueError("`ts` must be non-decreasing")
+        return self._increments(ts)
+
+    def evaluate(self, t) -> PyTree[Array]:
+        """`W(t) - W(t0)`, a pytree of arrays of `shape`."""
+        return self.increment(self.t0, t).W
+
+    # ------------------------------------------------------------------------------------------
+    # Internals
+    # ------------------------------------------------------------------------------------------
+
+    def _as_time(self, name, value):
+        value = jnp.asarray(value)
+        if not jnp.issubdtype(value.dtype, jnp.floating) and not jnp.issubdtype(
+            value.dtype, jnp.integer
+        ):
+            raise TypeError(f"`{name}` must be real times, got dtype {value.dtype}")
+        value = value.astype(self.time_dtype)
+        if _is_concrete(value) and _is_concrete(self.t0) and _is_concrete(self.t1):
+            lo, hi = float(self.t0), float(self.t1)
+            bad = np.asarray((value < self.t0 - self._slack()) | (value > self.t1 + self._slack()))
+            if bad.any():
+                raise ValueError(
+                    f"`{name}` must lie in [t0, t1] = [{lo}, {hi}], got {np.asarray(value)[bad]}"
+                )
+        return value
+
+    def _slack(self):
+        # Times computed as t0 + n dt may overshoot t1 by a few ulps; accept (and clip) those.
+        return 8 * np.finfo(self.time_dtype).eps * (jnp.abs(self.t0) + jnp.abs(self.t1) + 1)
+
+    @eqx.filter_jit
+    def _increments(self, ts) -> BrownianIncrement:
+        # Jitted so that eager queries compile once per grid length instead of dispatching the
+        # descent op by op.
+        dt = ts[1:] - ts[:-1]
+        times = lax.stop_gradient(ts)
+        span = self.t1 - self.t0
+        taus = (times - self.t0) / span
+        slack = self._slack() / span
+        taus = eqx.error_if(
+            taus,
+            (taus < -slack) | (taus > 1 + slack),
+            "jaxsolve.brownian.VirtualBrownianTree: query time outside [t0, t1]",
+        )
+        taus = eqx.error_if(
+            taus,
+            jnp.any(taus[1:] < taus[:-1]),
+            "jaxsolve.brownian.VirtualBrownianTree: query times must be non-decreasing",
+        )
+        taus = jnp.clip(taus, 0, 1)
+        lengths = taus[1:] - taus[:-1]
+        n = _NUM_COORDS[self.levy_area]
+
+        leaves, treedef = self._leaf_specs()
+        keys = [self.key] if len(leaves) == 1 else list(jr.split(self.key, len(leaves)))
+        outs = []
+        for leaf_key, (leaf_shape, leaf_dtype) in zip(keys, leaves):
+            bar = _descend(leaf_key, taus, n, self.depth, leaf_shape, leaf_dtype)
+            unbar = _levy.from_bar(bar, lengths)
+            scale = jnp.sqrt(span).astype(leaf_dtype)
+            outs.append(lax.stop_gradient(unbar * scale))
+        fields = [jax.tree.unflatten(treedef, [o[:, c] for o in outs]) for c in range(n)]
+        return BrownianIncrement(
+            dt=dt,
+            W=fields[0],
+            H=fields[1] if n >= 2 else None,
+            K=fields[2] if n == 3 else None,
+        )
+
+    def _leaf_specs(self):
+        if isinstance(self.shape, tuple) and all(isinstance(s, int) for s in self.shape):
+            leaf = (self.shape, self.time_dtype)
+            return [leaf], jax.tree.structure(0)
+        leaves, treedef = jax.tree.flatten(self.shape)
+        return [(tuple(x.shape), np.dtype(x.dtype)) for x in leaves], treedef
+
+
+# ----------------------------------------------------------------------------------------------
+# The descent
+# ----------------------------------------------------------------------------------------------
+
+
+def _draw(keys, n, shape, dtype):
+    """For each node key: (left key, right key, n standard normals of `shape`)."""
+
+    def one(key):
+        k_left, k_right, k_draw = jr.split(key, 3)
+        return k_left, k_right, jr.normal(k_draw, (n, *shape), dtype)
+
+    return jax.vmap(one)(keys)
+
+
+def _leaf_normals(keys, n, shape, dtype):
+    """For each leaf key: 2n normals for the split at the query time."""
+
+    def one(key):
+        k_draw = jr.split(key, 3)[2]
+        return jr.normal(jr.fold_in(k_draw, 1), (2 * n, *shape), dtype)
+
+    return jax.vmap(one)(keys)
+
+
+def _bisect(nodes, keys, level, n, shape, dtype, maps):
+    """Split every node (unbarred, length 2^-level) into its two children (unbarred)."""
+    k_left, k_right, normals = _draw(keys, n, shape, dtype)
+    mean_map, noise_map = maps
+    scale = jnp.sqrt(jnp.ldexp(jnp.ones((), dtype), -level))
+    children = _levy.apply_constant(mean_map, nodes) + scale * _levy.apply_constant(
+        noise_map, normals
+    )
+    return children[:, :n], children[:, n:], k_left, k_right
+
+
+class _Pairs(eqx.Module):
+    """Per-pair accumulators: suffix S of the left member, prefix P of the right member."""
+
+    suffix: Array  # barred, [s, mid of the pair's common ancestor]
+    suffix_len: Array
+    prefix: Array  # barred, [mid of the common ancestor, t]
+    prefix_len: Array
+    result: Array  # barred increment over [s, t], valid where `finished`
+    finished: Array
+
+
+def _accumulate(pairs, idx, go_right, left_bar, right_bar, half):
+    """Record the siblings a query passes at one bisection, for pairs already split apart."""
+    diverged = idx[:-1] != idx[1:]
+    active = diverged & ~pairs.finished
+    m = active.shape[0]
+    half_v = jnp.full((m,), half)
+    upd_p = active & go_right[1:]
+    new_p = _levy.combine(pairs.prefix, pairs.prefix_len, left_bar[1:], half_v)
+    upd_s = active & ~go_right[:-1]
+    new_s = _levy.combine(right_bar[:-1], half_v, pairs.suffix, pairs.suffix_len)
+    return eqx.tree_at(
+        lambda p: (p.prefix, p.prefix_len, p.suffix, p.suffix_len),
+        pairs,
+        (
+            jnp.where(_levy._bc(upd_p, new_p, cast=False), new_p, pairs.prefix),
+            pairs.prefix_len + jnp.where(upd_p, half, 0),
+            jnp.where(_levy._bc(upd_s, new_s, cast=False), new_s, pairs.suffix),
+            pairs.suffix_len + jnp.where(upd_s, half, 0),
+        ),
+    )
+
+
+def _finish(pairs, idx, pre, pre_len, suf, suf_len, ready):
+    """Complete the pairs whose two members are `ready` (prefix/suffix within their node known)."""
+    new = ready[:-1] & ready[1:] & ~pairs.finished
+    same = idx[:-1] == idx[1:]
+    # Same node: [s, t] from [a, s] and [a, t] by Chen's relation.
+    same_res = _levy.right_part(pre[1:], pre[:-1], pre_len[:-1], pre_len[1:] - pre_len[:-1])
+    # Different nodes: [s, end of s's node] + S + P + [start of t's node, t].
+    left = _levy.combine(suf[:-1], suf_len[:-1], pairs.suffix, pairs.suffix_len)
+    left_len = suf_len[:-1] + pairs.suffix_len
+    right = _levy.combine(pairs.prefix, pairs.prefix_len, pre[1:], pre_len[1:])
+    right_len = pairs.prefix_len + pre_len[1:]
+    split_res = _levy.combine(left, left_len, right, right_len)
+    res = jnp.where(_levy._bc(same, same_res, cast=False), same_res, split_res)
+    result = jnp.where(_levy._bc(new, res, cast=False), res, pairs.result)
+    return eqx.tree_at(lambda p: (p.result, p.finished), pairs, (result, pairs.finished | new))
+
+
+def _boundary_finish(pairs, taus, idx, level, node_bar):
+    """Finish the pairs whose members both sit on a boundary of their node at `level`."""
+    h = jnp.ldexp(jnp.ones((), taus.dtype), -level)
+    start = idx.astype(taus.dtype) * h
+    at_start = taus == start
+    at_end = taus == start + h
+    zero = jnp.zeros_like(node_bar)
+    full = _levy._bc(at_end, node_bar, cast=False)
+    pre = jnp.where(full, node_bar, zero)
+    pre_len = jnp.where(at_end, h, 0)
+    suf = jnp.where(_levy._bc(at_start, node_bar, cast=False), node_bar, zero)
+    suf_len = jnp.where(at_start, h, 0)
+    return _finish(pairs, idx, pre, pre_len, suf, suf_len, at_start | at_end)
+
+
+def _descend(key, taus, n, depth, shape, dtype):
+    """Barred increments of one Brownian leaf over the consecutive pairs of `taus` in [0, 1]."""
+    num = taus.shape[0]
+    tdtype = taus.dtype
+    maps = _levy.bisection_maps(n)
+    std = jnp.asarray(_levy.STD[:n], dtype).reshape((1, n) + (1,) * len(shape))
+
+    k_root, k_node = jr.split(key)
+    root = jr.normal(k_root, (1, n, *shape), dtype) * std
+    nodes, node_keys = root, k_node[None]
+
+    zeros = jnp.zeros((num - 1, n, *shape), dtype)
+    zlen = jnp.zeros((num - 1,), tdtype)
+    pairs = _Pairs(zeros, zlen, zeros, zlen, zeros, jnp.zeros((num - 1,), bool))
+    idx = jnp.zeros((num,), jnp.int32)
+    pairs = _boundary_finish(pairs, taus, idx, 0, jnp.broadcast_to(root, (num, n, *shape)))
+
+    # Top of the tree: every node of the level at once, drawn once for all queries.
+    dense_levels = min(depth, max(0, int(math.floor(math.log2(num)))))
+    for level in range(dense_levels):
+        half = jnp.ldexp(jnp.ones((), tdtype), -(level + 1))
+        left, right, k_left, k_right = _bisect(nodes, node_keys, level, n, shape, dtype, maps)
+        go_right = taus >= (idx.astype(tdtype) * 2 + 1) * half
+        left_bar = _levy.to_bar(left[idx], jnp.full((num,), half))
+        right_bar = _levy.to_bar(right[idx], jnp.full((num,), half))
+        pairs = _accumulate(pairs, idx, go_right, left_bar, right_bar, half)
+        nodes = jnp.stack([left, right], axis=1).reshape((-1, n, *shape))
+        node_keys = jnp.stack([k_left, k_right], axis=1).reshape((-1,))
+        idx = 2 * idx + go_right.astype(jnp.int32)
+        chosen_bar = jnp.where(_levy._bc(go_right, left_bar, cast=False), right_bar, left_bar)
+        pairs = _boundary_finish(pairs, taus, idx, level + 1, chosen_bar)
+
+    # Below: each query descends on its own, until its pairs are complete or it reaches a leaf.
+    slot_nodes, slot_keys = nodes[idx], node_keys[idx]
+
+    def cond(carry):
+        level, _, _, _, pairs = carry
+        return (level < depth) & ~jnp.all(pairs.finished)
+
+    def body(carry):
+        level, idx, slot_nodes, slot_keys, pairs = carry
+        half = jnp.ldexp(jnp.ones((), tdtype), -(level + 1))
+        left, right, k_left, k_right = _bisect(slot_nodes, slot_keys, level, n, shape, dtype, maps)
+        go_right = taus >= (idx.astype(tdtype) * 2 + 1) * half
+        left_bar = _levy.to_bar(left, jnp.full((num,), half))
+        right_bar = _levy.to_bar(right, jnp.full((num,), half))
+        pairs = _accumulate(pairs, idx, go_right, left_bar, right_bar, half)
+        pick = _levy._bc(go_right, left, cast=False)
+        slot_nodes = jnp.where(pick, right, left)
+        slot_keys = jnp.where(go_right, k_right, k_left)
+        idx = 2 * idx + go_right.astype(jnp.int32)
+        chosen_bar = jnp.where(pick, right_bar, left_bar)
+        pairs = _boundary_finish(pairs, taus, idx, level + 1, chosen_bar)
+        return level + 1, idx, slot_nodes, slot_keys, pairs
+
+    carry = (jnp.asarray(dense_levels, jnp.int32), idx, slot_nodes, slot_keys, pairs)
+    level, idx, slot_nodes, slot_keys, pairs = lax.while_loop(cond, body, carry)
+
+    # At the leaves: the exact conditional law of the two pieces at the query time.
+    def leaf(pairs):
+        h = jnp.ldexp(jnp.ones((), tdtype), -level)
+        start = idx.astype(tdtype) * h
+        alpha = jnp.clip((taus - start) / h, 0, 1)
+        normals = _leaf_normals(slot_keys, n, shape, dtype)
+        hv = jnp.full((num,), h)
+        pre, suf = _levy.split_at(slot_nodes, hv, alpha, normals)
+        pre_len = alpha * h
+        return _finish(pairs, idx, pre, pre_len, suf, h - pre_len, jnp.ones((num,), bool))
+
+    pairs = lax.cond(jnp.all(pairs.finished), lambda p: p, leaf, pairs)
+    return pairs.result
