@@ -29,11 +29,21 @@ from ._rk import (
     Tsit5 as Tsit5,
 )
 from ._saveat import SaveAt as SaveAt
+from ._sde import EulerMaruyama as EulerMaruyama, Milstein as Milstein
 from ._solution import Solution as Solution
 from ._solve import solve as solve
 from ._solver import (
     AbstractSolver as AbstractSolver,
     DenseInfo as DenseInfo,
     StepOutput as StepOutput,
+)
+from ._srk import (
+    SEA as SEA,
+    SRA1 as SRA1,
+    AbstractSRK as AbstractSRK,
+    AdditiveSRKTableau as AdditiveSRKTableau,
+    GeneralSRKTableau as GeneralSRKTableau,
+    ShARK as ShARK,
+    SPaRK as SPaRK,
 )
 from ._term import AbstractTerm as AbstractTerm, ODETerm as ODETerm, SDETerm as SDETerm

@@ -42,6 +42,14 @@ class ConstantStep(AbstractStepSizeController):
         return jnp.array(True), None, state, jnp.array(False)
 
 
+def _to_array(value):
+    # Hyperparameters are stored as arrays so that `eqx.filter_jit` traces them: a new value
+    # does not recompile. They are cast to the solution's dtype where used.
+    if value is None or isinstance(value, jax.Array):
+        return value
+    return jnp.asarray(value)
+
+
 def _rms(x):
     leaves = jax.tree.leaves(x)
     total = sum(jnp.sum(jnp.abs(leaf) ** 2) for leaf in leaves)
@@ -87,16 +95,16 @@ class PIDController(AbstractStepSizeController):
     Hairer, Nørsett & Wanner, "Solving ODEs I", §II.4.
     """
 
-    rtol: Any
-    atol: Any
-    pcoeff: Any = 0.0
-    icoeff: Any = 1.0
-    dcoeff: Any = 0.0
-    dtmin: Any = None
-    dtmax: Any = None
-    factormin: Any = 0.2
-    factormax: Any = 10.0
-    safety: Any = 0.9
+    rtol: Any = eqx.field(converter=_to_array)
+    atol: Any = eqx.field(converter=_to_array)
+    pcoeff: Any = eqx.field(default=0.0, converter=_to_array)
+    icoeff: Any = eqx.field(default=1.0, converter=_to_array)
+    dcoeff: Any = eqx.field(default=0.0, converter=_to_array)
+    dtmin: Any = eqx.field(default=None, converter=_to_array)
+    dtmax: Any = eqx.field(default=None, converter=_to_array)
+    factormin: Any = eqx.field(default=0.2, converter=_to_array)
+    factormax: Any = eqx.field(default=10.0, converter=_to_array)
+    safety: Any = eqx.field(default=0.9, converter=_to_array)
 
     def __check_init__(self):
         check_positive("rtol", self.rtol, allow_zero=True)
@@ -126,8 +134,17 @@ class PIDController(AbstractStepSizeController):
     def adapt(self, t0, t1, y0, y1, y_error, error_order, state):
         dt = t1 - t0
         dtype = dt.dtype
+
+        def cast(x):
+            return jnp.asarray(x).astype(dtype)
+
         scale = jax.tree.map(
-            lambda a, b: self.atol + self.rtol * jnp.maximum(jnp.abs(a), jnp.abs(b)), y0, y1
+            lambda a, b: (
+                cast(self.atol).astype(a.dtype)
+                + cast(self.rtol).astype(a.dtype) * jnp.maximum(jnp.abs(a), jnp.abs(b))
+            ),
+            y0,
+            y1,
         )
         ratio = jax.tree.map(lambda e, s: e / s, y_error, scale)
         err = _rms(ratio).astype(dtype)
@@ -139,9 +156,10 @@ class PIDController(AbstractStepSizeController):
         k = jnp.asarray(error_order, dtype)
         tiny = jnp.asarray(jnp.finfo(dtype).tiny, dtype)
         prev1, prev2 = state
-        beta1 = (self.pcoeff + self.icoeff + self.dcoeff) / k
-        beta2 = -(self.pcoeff + 2 * self.dcoeff) / k
-        beta3 = self.dcoeff / k
+        pcoeff, icoeff, dcoeff = cast(self.pcoeff), cast(self.icoeff), cast(self.dcoeff)
+        beta1 = (pcoeff + icoeff + dcoeff) / k
+        beta2 = -(pcoeff + 2 * dcoeff) / k
+        beta3 = dcoeff / k
         safe_err = jnp.maximum(jnp.where(jnp.isfinite(err), err, 1e10), tiny)
         factor_pid = self.safety * safe_err ** (-beta1) * prev1 ** (-beta2) * prev2 ** (-beta3)
         factor_rej = self.safety * safe_err ** (-1.0 / k)
@@ -149,10 +167,10 @@ class PIDController(AbstractStepSizeController):
         factor = jnp.clip(factor, self.factormin, self.factormax).astype(dtype)
         dt_next = dt * factor
         if self.dtmax is not None:
-            dt_next = jnp.minimum(dt_next, jnp.asarray(self.dtmax, dtype))
+            dt_next = jnp.minimum(dt_next, cast(self.dtmax))
         underflow = jnp.array(False)
         if self.dtmin is not None:
-            dtmin = jnp.asarray(self.dtmin, dtype)
+            dtmin = cast(self.dtmin)
             # A step at dtmin that is still rejected cannot be improved: stop and say so.
             underflow = (~accept) & (dt <= dtmin * (1 + 1e-6))
             dt_next = jnp.maximum(dt_next, dtmin)

@@ -2,6 +2,7 @@
 
 from typing import Any, NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -171,6 +172,12 @@ def solve(
     meter = make_progress_meter(progress, _WHERE)
     eorder = error_order(solver, terms) if not constant else None
 
+    # Python numbers in `args` become weakly typed arrays: traced, so that a new value does not
+    # recompile, and still adopting the dtype of whatever they multiply.
+    args = jax.tree.map(
+        lambda x: jnp.asarray(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x,
+        args,
+    )
     fixed_grid = constant and all(_is_concrete(x) for x in (t0, t1, dt0))
     if fixed_grid:
         span = float(t1) - float(t0)
@@ -181,15 +188,32 @@ def solve(
                 f"`max_steps`={max_steps} is less than the {num_steps} constant steps of size "
                 f"dt0={float(dt0)} from t0={float(t0)} to t1={float(t1)}; increase `max_steps`"
             )
+        dt_init, fixed_dt0 = None, float(dt0)
+    else:
+        num_steps, fixed_dt0 = None, None
+        dt_init = None if dt0 is None else jnp.asarray(dt0, dtype)
+    return _run(
+        terms, solver, controller, adjoint, saveat, meter, t0, t1, y0, dt_init, args, save_ts,
+        num_steps=num_steps, fixed_dt0=fixed_dt0, max_steps=max_steps, eorder=eorder, throw=throw,
+    )  # fmt: skip
+
+
+@eqx.filter_jit
+def _run(
+    terms, solver, controller, adjoint, saveat, meter, t0, t1, y0, dt_init, args, save_ts,
+    *, num_steps, fixed_dt0, max_steps, eorder, throw,
+):  # fmt: skip
+    """The traced part of `solve`, compiled once per static configuration (and inlined when
+    `solve` is called inside the user's `jit`)."""
+    dtype = t0.dtype
+    if num_steps is not None:
         sol = _solve_fixed(
-            terms, solver, t0, t1, y0, float(dt0), num_steps, args, saveat, save_ts, adjoint,
+            terms, solver, t0, t1, y0, fixed_dt0, num_steps, args, saveat, save_ts, adjoint,
             meter, dtype,
         )  # fmt: skip
     else:
-        if dt0 is None:
+        if dt_init is None:
             dt_init = _initial_dt(terms, t0, t1, y0, args, controller, eorder)
-        else:
-            dt_init = jnp.asarray(dt0, dtype)
         sol = _solve_loop(
             terms, solver, controller, t0, t1, y0, dt_init, args, saveat, save_ts, max_steps,
             adjoint, meter, eorder, dtype,
@@ -200,7 +224,13 @@ def solve(
 def _initial_dt(terms, t0, t1, y0, args, controller: PIDController, eorder):
     """Hairer, Nørsett & Wanner's starting step (Solving ODEs I, §II.4)."""
     f = terms.vector_field
-    scale = jax.tree.map(lambda y: controller.atol + controller.rtol * jnp.abs(y), y0)
+    scale = jax.tree.map(
+        lambda y: (
+            jnp.asarray(controller.atol).astype(y.dtype)
+            + jnp.asarray(controller.rtol).astype(y.dtype) * jnp.abs(y)
+        ),
+        y0,
+    )
     f0 = f(t0, y0, args)
     d0 = _rms(jax.tree.map(lambda y, s: y / s, y0, scale))
     d1 = _rms(jax.tree.map(lambda v, s: v / s, f0, scale))
@@ -222,10 +252,9 @@ def _solve_fixed(
     terms, solver, t0, t1, y0, dt0, num_steps, args, saveat, save_ts, adjoint, meter, dtype
 ):
     """Constant steps on a grid known before tracing: pre-drawn increments, one `lax.scan`."""
+    # The last step ends exactly at t1 (shortened if dt0 does not divide t1 - t0).
     offsets = np.arange(num_steps + 1, dtype=np.float64) * dt0
-    offsets[-1] = float(t1) - float(t0)
-    grid = t0 + jnp.asarray(offsets, dtype)
-    grid = grid.at[-1].set(t1)
+    grid = jnp.minimum(t0 + jnp.asarray(offsets, dtype), t1).at[-1].set(t1)
     increments = terms.brownian.increments(grid) if terms.brownian is not None else None
     state = solver.init(terms, grid[0], grid[1], y0, args)
     want_dense = save_ts is not None

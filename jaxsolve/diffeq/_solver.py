@@ -9,7 +9,7 @@ step asks the same tree again, so the retried step sees the same Brownian path).
 """
 
 import abc
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
@@ -81,6 +81,7 @@ class AbstractSolver(_core.AbstractSolver):
       Brownian motion that does not provide it.
     - `order`: the (weak/ODE) order of the method, or `None`;
     - `adaptive`: whether `step` returns an error estimate (so a `PIDController` can be used).
+    - `noise_types` (optional): the `SDETerm.noise` kinds it handles (default: all).
 
     and implements:
 
@@ -117,6 +118,7 @@ class AbstractSolver(_core.AbstractSolver):
     levy_area: eqx.AbstractClassVar[str]
     order: eqx.AbstractClassVar[int | None]
     adaptive: eqx.AbstractClassVar[bool]
+    noise_types: ClassVar[tuple[str, ...]] = ("diagonal", "additive", "general")
 
     @abc.abstractmethod
     def strong_order(self, terms: AbstractTerm) -> float | None:
@@ -164,6 +166,12 @@ def check_compatible(solver: AbstractSolver, terms: AbstractTerm) -> None:
                 else ""
             )
             + ("; for ODEs use Euler, Heun, ..., Tsit5" if isinstance(terms, ODETerm) else "")
+        )
+    noise = getattr(terms, "noise", None)
+    if noise is not None and noise not in solver.noise_types:
+        raise ValueError(
+            f"{type(solver).__name__} handles SDEs with noise in {solver.noise_types}, got "
+            f"noise={noise!r}"
         )
     if terms.brownian is not None:
         have = getattr(terms.brownian, "levy_area", "none")
