@@ -22,6 +22,7 @@ from ._constraints import (
     Box as Box,
     Simplex as Simplex,
 )
+from ._deq import DEQ as DEQ
 from ._descent import (
     AbstractDescent as AbstractDescent,
     BFGSDescent as BFGSDescent,
@@ -45,6 +46,7 @@ from ._minimisers import (
 )
 from ._optax import OptaxMinimizer as OptaxMinimizer
 from ._root import Bisection as Bisection, Broyden as Broyden, Chord as Chord, Newton as Newton
+from ._sinkhorn import SinkhornSolution as SinkhornSolution, sinkhorn as sinkhorn
 from ._solution import Solution as Solution
 from ._solve import (
     fixed_point as fixed_point,
