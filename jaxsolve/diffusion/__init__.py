@@ -22,4 +22,5 @@ from ._schedules import (
     VPLinear as VPLinear,
 )
 from ._sde_dpm_solver_pp import SDEDPMSolverPP as SDEDPMSolverPP
+from ._search import LearnedTimesteps as LearnedTimesteps, learn_timesteps as learn_timesteps
 from ._timesteps import timesteps as timesteps

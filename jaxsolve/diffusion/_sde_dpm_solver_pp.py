@@ -5,6 +5,7 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax import lax
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
 from .. import brownian
@@ -39,9 +40,7 @@ class _SDEState(eqx.Module):
     x: Array
     x0_prev: Array  # the previous data prediction (order 2)
     lam_prev: Array  # its log-SNR
-    key: PRNGKeyArray
-    lam_lo: Array  # the Brownian tree's interval in log-SNR time
-    lam_hi: Array
+    noise: Array  # (num_steps, *x.shape): each step's standard normal noise
 
 
 class SDEDPMSolverPP(AbstractSampler):
@@ -67,7 +66,10 @@ class SDEDPMSolverPP(AbstractSampler):
     - `order`: 1 or 2.
     - `lower_order_final`: first order on the last step of short runs (as DPM-Solver++).
     - `batch_ndim`: how many leading axes of `x_T` index independent samples (default 1).
-    - `tol`: the Brownian tree's resolution in log-SNR.
+    - `tol`: the Brownian tree's leaf length in log-SNR (steps longer than `tol` get noise with
+      exactly the right law).
+    - `logsnr_range`: the log-SNR interval the Brownian tree spans (concrete, fixed when the
+      tree is built, so `ts` may be traced); a step entirely outside it draws no noise.
 
     **Example:**
 
@@ -83,7 +85,8 @@ class SDEDPMSolverPP(AbstractSampler):
     order: int = eqx.field(static=True, default=2)
     lower_order_final: bool = eqx.field(static=True, default=True)
     batch_ndim: int = eqx.field(static=True, default=1)
-    tol: float = eqx.field(static=True, default=1e-6)
+    tol: float = eqx.field(static=True, default=1e-4)
+    logsnr_range: tuple[float, float] = eqx.field(static=True, default=(-25.0, 25.0))
 
     def __check_init__(self):
         if self.order not in (1, 2) or isinstance(self.order, bool):
@@ -92,6 +95,9 @@ class SDEDPMSolverPP(AbstractSampler):
             raise ValueError(f"`batch_ndim` must be a non-negative int, got {self.batch_ndim!r}")
         if not self.tol > 0:
             raise ValueError(f"`tol` must be > 0, got {self.tol}")
+        lo, hi = self.logsnr_range
+        if not lo < hi:
+            raise ValueError(f"`logsnr_range` must be increasing, got {self.logsnr_range}")
 
     def num_evaluations(self, num_steps: int) -> int:
         return num_steps
@@ -107,28 +113,36 @@ class SDEDPMSolverPP(AbstractSampler):
             raise ValueError(
                 f"`x_T` must have at least `batch_ndim`={self.batch_ndim} axes, got shape {x_T.shape}"
             )
-        schedule = model.schedule
-        lam = schedule.logsnr(ts)
-        # The tree spans the finite log-SNRs of the grid; a final sigma = 0 step draws no noise.
-        finite = jnp.isfinite(lam)
-        lam_lo = lam[0]
-        lam_hi = jnp.max(jnp.where(finite, lam, lam_lo))
-        lam_hi = jnp.maximum(lam_hi, lam_lo + 1e-6)
-        return _SDEState(
-            x_T, jnp.zeros_like(x_T), jnp.asarray(lam_lo, x_T.dtype), key, lam_lo, lam_hi
-        )
+        noise = self._noise(key, model.schedule.logsnr(jnp.asarray(ts, x_T.dtype)), x_T)
+        return _SDEState(x_T, jnp.zeros_like(x_T), jnp.zeros((), x_T.dtype), noise)
 
-    def _noise(self, state, lam_s, lam_t, dtype, shape):
-        lo, hi = state.lam_lo, state.lam_hi
+    def _noise(self, key, lams, x):
+        """Each step's noise `(W(λ_{i+1}) - W(λ_i)) / √h_i`, from one tree descent per sample.
+
+        The noise is a reparameterisation: it is held fixed when differentiating with respect to
+        the grid (the Brownian path has no derivative in time).
+        """
+        lo, hi = self.logsnr_range
+        lams = jnp.clip(lax.stop_gradient(lams), lo, hi)  # a final sigma = 0 (+inf) clips too
+        widths = lams[1:] - lams[:-1]
+        positive = widths > 0
 
         def one(k, event_shape):
-            tree = brownian.VirtualBrownianTree(lo, hi, self.tol, event_shape, k, dtype=dtype)
-            a = jnp.clip(lam_s, lo, hi)
-            b = jnp.clip(lam_t, lo, hi)
-            return tree.increment(a, b).W
+            tree = brownian.VirtualBrownianTree(lo, hi, self.tol, event_shape, k, dtype=x.dtype)
+            return tree.increments(lams).W  # (num_steps, *event_shape)
 
-        template = jnp.zeros(shape, dtype)
-        return _per_sample(one, state.key, template, self.batch_ndim)
+        batch_shape = x.shape[: self.batch_ndim]
+        event_shape = x.shape[self.batch_ndim :]
+        if self.batch_ndim == 0:
+            dw = one(key, event_shape)
+        else:
+            size = math.prod(batch_shape)
+            indices = jnp.arange(size, dtype=jnp.uint32)
+            keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(indices)
+            dw = jax.vmap(lambda k: one(k, event_shape), out_axes=1)(keys)
+            dw = dw.reshape((widths.shape[0], *batch_shape, *event_shape))
+        scale = jnp.where(positive, 1 / jnp.sqrt(jnp.where(positive, widths, 1.0)), 0.0)
+        return dw * scale.reshape((-1,) + (1,) * x.ndim)
 
     def step(self, model, state: _SDEState, i, ts: Array) -> _SDEState:
         x = state.x
@@ -146,13 +160,10 @@ class SDEDPMSolverPP(AbstractSampler):
             d1 = (h / safe_h_prev) * (x0 - state.x0_prev)
             coeff = 1.0 - one_minus / (2.0 * h)
             x_next = x_next + jnp.where(k >= 2, geom.alpha_t * coeff, 0.0) * d1
-        dw = self._noise(state, geom.lam_s, geom.lam_t, dtype, x.shape)
-        # sigma_t sqrt(1 - e^{-2h}) z with z = dW / sqrt(h).
-        x_next = x_next + geom.sigma_t * jnp.sqrt(one_minus / h) * dw
+        z = state.noise[i]
+        x_next = x_next + geom.sigma_t * jnp.sqrt(one_minus) * z
         x_next = finish_step(geom, x_next, x0)
-        return _SDEState(
-            x_next, x0, geom.lam_s.astype(dtype), state.key, state.lam_lo, state.lam_hi
-        )
+        return _SDEState(x_next, x0, geom.lam_s.astype(dtype), state.noise)
 
     def output(self, state: _SDEState) -> Array:
         return state.x
