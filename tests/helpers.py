@@ -175,6 +175,36 @@ def standard_gaussian_case(schedule=None, dim=3, dtype=jnp.float64):
     return data, x_T
 
 
+def reference_flow(data, x_T, t_start, t_end, *, rtol=1e-10):
+    """The probability-flow map of `data` (anything with `.schedule` and `.x0(x, t)`) from
+    t_start to t_end, by jaxsolve.diffeq (Dopri5, adaptive, rtol = atol = `rtol`) in log-SNR
+    time: dx/dlambda = (d log sigma / d lambda) x + alpha D(x, t(lambda))."""
+    import jaxsolve as js
+
+    sched = data.schedule
+
+    def log_sigma(lam):
+        return jnp.log(sched.sigma(sched.t_of_logsnr(lam)))
+
+    def vector_field(lam, x, args):
+        t = sched.t_of_logsnr(lam)
+        return jax.grad(log_sigma)(lam) * x + sched.alpha(t) * data.x0(x, t)
+
+    x_T = jnp.asarray(x_T)
+    lam0 = sched.logsnr(jnp.asarray(t_start, x_T.dtype))
+    lam1 = sched.logsnr(jnp.asarray(t_end, x_T.dtype))
+    sol = js.diffeq.solve(
+        js.diffeq.ODETerm(vector_field),
+        js.diffeq.Dopri5(),
+        lam0,
+        lam1,
+        x_T,
+        controller=js.diffeq.PIDController(rtol=rtol, atol=rtol),
+        max_steps=100_000,
+    )
+    return sol.ys[-1]
+
+
 def standard_mixture(schedule=None, dtype=jnp.float64):
     """A 2-D, 3-component Gaussian mixture with narrow, well-separated components."""
     import jaxsolve as js
@@ -240,3 +270,21 @@ def ridge_closed_form(lam, X, y):
     H = X.T @ X + n * float(lam) * np.eye(d)
     w = np.linalg.solve(H, X.T @ y)
     return w, -np.linalg.solve(H, n * w)
+
+
+def ridge_loss(w, args):
+    """(1/2n)|Xw - y|^2 + (lam/2)|w|^2 with args = (lam, X, y): `fn(y, args)` form for
+    jaxsolve.nonlinear.minimize; its gradient is `ridge_optimality`."""
+    lam, X, y = args
+    residual = X @ w - y
+    return 0.5 * jnp.vdot(residual, residual) / X.shape[0] + 0.5 * lam * jnp.vdot(w, w)
+
+
+def rosenbrock_residuals(y, args=None):
+    """Residuals of the n-D Rosenbrock function (sum of squares; minimum 0 at y = 1)."""
+    return jnp.concatenate([10.0 * (y[1:] - y[:-1] ** 2), 1.0 - y[:-1]])
+
+
+def cos_fixed_point(x, theta):
+    """x = cos x + theta; dx*/dtheta = 1 / (1 + sin x*)."""
+    return jnp.cos(x) + theta

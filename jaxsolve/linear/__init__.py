@@ -16,9 +16,11 @@ from ._operator import (
     FunctionOperator as FunctionOperator,
     MatrixOperator as MatrixOperator,
 )
+from ._relax import BanditState as BanditState, OmegaBandit as OmegaBandit
 from ._solve import solve as solve
 from ._solver import (
     AbstractIterativeLinearSolver as AbstractIterativeLinearSolver,
     AbstractLinearSolver as AbstractLinearSolver,
     Solution as Solution,
 )
+from ._sor import SOR as SOR, SSOR as SSOR

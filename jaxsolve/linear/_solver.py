@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .._core import RESULTS, AbstractIterativeSolver
+from .._core import RESULTS, AbstractIterativeSolver, check_positive
 from ._operator import AbstractLinearOperator
 
 
@@ -61,6 +61,15 @@ class AbstractIterativeLinearSolver(AbstractLinearSolver, AbstractIterativeSolve
     rtol: eqx.AbstractVar[jax.Array]
     atol: eqx.AbstractVar[jax.Array]
     max_steps: eqx.AbstractVar[int | None]
+
+    def __check_init__(self):
+        check_positive("rtol", self.rtol, allow_zero=True)
+        check_positive("atol", self.atol, allow_zero=True)
+        steps = self.max_steps
+        if steps is not None and (
+            not isinstance(steps, int) or isinstance(steps, bool) or steps < 1
+        ):
+            raise ValueError(f"`max_steps` must be None or a positive Python int, got {steps!r}")
 
     @abc.abstractmethod
     def extract(self, state: Any) -> tuple[jax.Array, jax.Array]:

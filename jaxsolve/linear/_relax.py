@@ -1,0 +1,105 @@
+"""Learning to Relax: an online bandit over SOR's relaxation factor omega.
+
+Khodak, Chow, Balcan and Talwalkar ("Learning to Relax: Setting Solver Parameters Across a
+Sequence of Linear System Instances", ICLR 2024) solve a sequence of related systems with SOR
+and choose each system's omega from a grid by a multi-armed bandit whose only feedback is the
+number of iterations the chosen omega took. With the Tsallis-INF bandit the total number of
+iterations approaches that of the best fixed omega in hindsight (regret O(sqrt(K T))).
+"""
+
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+class BanditState(NamedTuple):
+    """`loss_estimates`: importance-weighted cumulative normalised costs per arm;
+    `num_rounds`: rounds played so far."""
+
+    loss_estimates: jax.Array
+    num_rounds: jax.Array
+
+
+def _tsallis_probabilities(loss_estimates, learning_rate, num_newton: int = 30):
+    # p_i = 4 / (eta (L_i - x))^2 with the normaliser x < min L chosen so that sum p = 1.
+    # Newton on x from below is monotone: start where the best arm alone has p = 1.
+    x = jnp.min(loss_estimates) - 2.0 / learning_rate
+
+    def newton(_, x):
+        w = 4.0 / (learning_rate * (loss_estimates - x)) ** 2
+        return x - (jnp.sum(w) - 1.0) / (learning_rate * jnp.sum(w**1.5))
+
+    x = lax.fori_loop(0, num_newton, newton, x)
+    p = 4.0 / (learning_rate * (loss_estimates - x)) ** 2
+    return p / jnp.sum(p)
+
+
+class OmegaBandit(eqx.Module):
+    """An online tuner for SOR's `omega` over a sequence of linear systems (Tsallis-INF).
+
+    Each round: `propose(state, key)` draws an arm (an `omega` from the grid) from the
+    Tsallis-INF distribution; run `SOR(omega)` on the next system; then
+    `update(state, arm, num_steps, probabilities)` with the number of iterations it took.
+    Costs are normalised by `max_cost` (e.g. the solver's `max_steps`) into [0, 1]. Pure and
+    jit-able: the whole sequence can run in one `lax.scan`.
+
+    **Arguments:**
+
+    - `omegas`: the 1-D grid of candidate relaxation factors in (0, 2).
+    - `max_cost`: the largest possible cost (iterations), to normalise costs into [0, 1].
+
+    **Example:**
+
+    ```python
+    bandit = js.linear.OmegaBandit(jnp.linspace(1.0, 1.95, 20), max_cost=500)
+    state = bandit.init()
+    for key, (A, b) in zip(keys, systems):
+        arm, probs = bandit.propose(state, key)
+        sol = js.linear.solve(A, b, js.linear.SOR(bandit.omegas[arm], max_steps=500), throw=False)
+        state = bandit.update(state, arm, sol.stats["num_steps"], probs)
+    ```
+
+    Reference: Khodak et al., ICLR 2024; Zimmert & Seldin, "Tsallis-INF", JMLR 2021.
+    """
+
+    omegas: jax.Array
+    max_cost: jax.Array = eqx.field(converter=jnp.asarray)
+
+    def __init__(self, omegas, max_cost):
+        omegas = jnp.asarray(omegas)
+        if omegas.ndim != 1 or omegas.shape[0] < 2:
+            raise ValueError(
+                f"`omegas` must be a 1-D grid of at least 2 values, got {omegas.shape}"
+            )
+        if not isinstance(omegas, jax.core.Tracer):
+            if not bool(jnp.all((omegas > 0) & (omegas < 2))):
+                raise ValueError("`omegas` must lie in (0, 2)")
+        self.omegas = omegas
+        self.max_cost = max_cost
+
+    def init(self) -> BanditState:
+        """The state before the first round."""
+        return BanditState(jnp.zeros_like(self.omegas), jnp.array(0))
+
+    def probabilities(self, state: BanditState) -> jax.Array:
+        """The distribution over arms for the next round."""
+        learning_rate = 2.0 / jnp.sqrt(state.num_rounds + 1.0).astype(self.omegas.dtype)
+        return _tsallis_probabilities(state.loss_estimates, learning_rate)
+
+    def propose(self, state: BanditState, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Draw the next arm: returns `(arm_index, probabilities)`."""
+        probs = self.probabilities(state)
+        arm = jax.random.choice(key, self.omegas.shape[0], p=probs)
+        return arm, probs
+
+    def update(
+        self, state: BanditState, arm: jax.Array, cost: jax.Array, probabilities: jax.Array
+    ) -> BanditState:
+        """Feed back the cost (iterations) of the arm that was played."""
+        loss = jnp.clip(jnp.asarray(cost, self.omegas.dtype) / self.max_cost, 0.0, 1.0)
+        # The importance-weighted estimate keeps the cumulative loss estimates unbiased.
+        estimate = jnp.zeros_like(self.omegas).at[arm].set(loss / probabilities[arm])
+        return BanditState(state.loss_estimates + estimate, state.num_rounds + 1)
