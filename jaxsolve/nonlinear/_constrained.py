@@ -138,9 +138,13 @@ class FrankWolfe(AbstractConstrainedMinimiser):
                 kind=options.get("loop_kind", "lax"),
             )
             gamma = jnp.where(out.value[1], out.value[0], 0.0)
+        # Do not move once the gap at y already meets the tolerance: y is the answer.
+        gap = -slope
+        tol = self.atol.astype(y.dtype) + self.rtol.astype(y.dtype) * jnp.abs(state.f)
+        gamma = jnp.where(gap <= tol, 0.0, gamma)
         y_new = y + gamma * direction
         f, grad = jax.value_and_grad(fn)(y_new, args)
-        return y_new, FrankWolfeState(f, grad, -slope, state.count + 1)
+        return y_new, FrankWolfeState(f, grad, gap, state.count + 1)
 
     def terminate(self, fn, y, args, options, state):
         dtype = y.dtype
