@@ -109,8 +109,16 @@ class SDETerm(AbstractTerm):
         drift = jax.eval_shape(self.drift, t0, y0, args)
         check_same_structure("y0", y0, drift, "the drift's output")
         diffusion = jax.eval_shape(self.diffusion, t0, y0, args)
-        w_def, w_shapes = _shapes(jax.eval_shape(lambda: self.brownian.increment(t0, t0).W))
+        w_struct = jax.eval_shape(lambda: self.brownian.increment(t0, t0).W)
+        w_def, w_shapes = _shapes(w_struct)
         y_def, y_shapes = _shapes(y0)
+        w_dtypes = {jnp.dtype(leaf.dtype) for leaf in jax.tree.leaves(w_struct)}
+        y_dtypes = {jnp.result_type(leaf) for leaf in jax.tree.leaves(y0)}
+        if not w_dtypes <= y_dtypes:
+            raise TypeError(
+                f"the Brownian motion's dtype {sorted(map(str, w_dtypes))} must match `y0`'s "
+                f"{sorted(map(str, y_dtypes))}; build it with dtype=y0.dtype"
+            )
         if self.noise in ("diagonal", "additive"):
             check_same_structure("y0", y0, diffusion, "the diffusion's output")
             if w_def != y_def or w_shapes != y_shapes:
