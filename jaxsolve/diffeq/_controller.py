@@ -76,8 +76,11 @@ class PIDController(AbstractStepSizeController):
     - `rtol`, `atol`: relative and absolute tolerances (> 0; one may be 0).
     - `pcoeff`, `icoeff`, `dcoeff`: the PID coefficients (Söderlind, 2003; try 0.3, 0.3, 0 for
       SDEs, or 0.4, 0.3, 0 for ODEs).
-    - `dtmin`: the smallest step allowed; below it the solve stops with
-      `RESULTS.dt_underflow` (default: none, but a step that no longer moves `t` also stops).
+    - `dtmin`: the smallest step allowed (default: none; a step that no longer moves `t`
+      stops the solve with `RESULTS.dt_underflow`).
+    - `force_dtmin`: with `dtmin`, accept a step of size `dtmin` even when its error is too
+      large (default `True`: useful for SDEs with rough patches); if `False` such a step stops
+      the solve with `RESULTS.dt_underflow`.
     - `dtmax`: the largest step (default: none).
     - `factormin`, `factormax`, `safety`: the step may shrink to `factormin * dt` and grow to
       `factormax * dt`; `safety` scales the proposal.
@@ -105,6 +108,7 @@ class PIDController(AbstractStepSizeController):
     factormin: Any = eqx.field(default=0.2, converter=_to_array)
     factormax: Any = eqx.field(default=10.0, converter=_to_array)
     safety: Any = eqx.field(default=0.9, converter=_to_array)
+    force_dtmin: bool = eqx.field(default=True, static=True)
 
     def __check_init__(self):
         check_positive("rtol", self.rtol, allow_zero=True)
@@ -171,8 +175,13 @@ class PIDController(AbstractStepSizeController):
         underflow = jnp.array(False)
         if self.dtmin is not None:
             dtmin = cast(self.dtmin)
-            # A step at dtmin that is still rejected cannot be improved: stop and say so.
-            underflow = (~accept) & (dt <= dtmin * (1 + 1e-6))
+            # A step at dtmin that is still rejected cannot be improved: accept it anyway
+            # (force_dtmin), or stop and say so.
+            at_min = dt <= dtmin * (1 + 1e-6)
+            if self.force_dtmin:
+                accept = accept | (at_min & finite)
+            else:
+                underflow = (~accept) & at_min
             dt_next = jnp.maximum(dt_next, dtmin)
         new_state = (
             jnp.where(accept, jnp.maximum(safe_err, 1e-4).astype(dtype), prev1),

@@ -40,6 +40,7 @@ class GridBrownianPath(AbstractBrownianPath):
         self.cum_int = jnp.concatenate([zero, jnp.cumsum(cell_int, 0)])
 
     def _index(self, t):
+        t = jnp.asarray(t).astype(self.t0.dtype)
         x = (t - self.t0) / (self.t1 - self.t0) * self.num_cells
         index = jnp.round(x)
         index = eqx.error_if(index, jnp.abs(x - index) > 1e-6, "query off the grid")
@@ -48,7 +49,7 @@ class GridBrownianPath(AbstractBrownianPath):
     def increment(self, s, t):
         i, j = self._index(s), self._index(t)
         w = self.cum_w[j] - self.cum_w[i]
-        h = t - s
+        h = (jnp.asarray(t) - jnp.asarray(s)).astype(self.t0.dtype)
         integral = self.cum_int[j] - self.cum_int[i] - h * self.cum_w[i]
         safe_h = jnp.where(h > 0, h, 1)
         hh = jnp.where(h > 0, integral / safe_h - w / 2, jnp.zeros_like(w))
