@@ -89,8 +89,6 @@ def _validate(kind, fn, solver, y0, args, max_steps, adjoint):
         if not jax.tree.leaves(out):
             raise ValueError("`fn` must return at least one residual array for least_squares")
         check_floating("fn(y0, args)", out)
-        if kind == "least_squares" and isinstance(solver, AbstractMinimiser):
-            pass
 
 
 def _iterate(flat_fn, solver, y0, args, max_steps, loop_kind):
@@ -144,8 +142,15 @@ def _solve(kind, fn, solver, y0, args, max_steps, adjoint, throw, where):
     def primal(y_init, dynamic):
         return _iterate(flat_fn, solver, y_init, dynamic, max_steps, adjoint.loop_kind)
 
+    positive_definite = kind in ("minimize", "least_squares") and not isinstance(
+        solver, AbstractConstrainedMinimiser
+    )
     y, (result, num_steps, state) = adjoint.apply(
-        primal, optimality, jax.lax.stop_gradient(flat_y0), dynamic_args
+        primal,
+        optimality,
+        jax.lax.stop_gradient(flat_y0),
+        dynamic_args,
+        positive_definite=positive_definite,
     )
     stats = {"num_steps": num_steps, "max_steps": jnp.array(max_steps)}
     solution = Solution(value=unravel(y), result=result, stats=stats, state=state)
@@ -170,6 +175,9 @@ def _optimality(kind, solver, user_fn) -> Callable:
         r, vjp = jax.vjp(residual, y)
         return vjp(r)[0]
 
+    if isinstance(solver, AbstractConstrainedMinimiser):
+        project = solver.constraint.project
+        return lambda y, dynamic: y - project(y - normal_equations(y, dynamic))
     return normal_equations
 
 
