@@ -64,8 +64,9 @@ def invert(
     Integration Approximation", ECCV 2024; Song, Meng, Ermon, "Denoising Diffusion Implicit
     Models", ICLR 2021 (DDIM inversion).
     """
+    if isinstance(sampler, AbstractSampler):
+        _reject_stochastic(sampler)
     model, x0, ts = validate_sampling_inputs(sampler, model, x0, ts, None, None)
-    _reject_stochastic(sampler)
     num_steps = ts.shape[0] - 1
     if x_prev is not None:
         if not isinstance(sampler, BDIA):

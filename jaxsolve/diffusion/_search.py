@@ -196,6 +196,8 @@ def learn_timesteps(
         (params, _), losses = lax.scan(body, (params, optimizer.init(params)), None, num_iterations)
         return params, losses
 
-    params, losses = train(params)
+    # optax mixes its int32 step count with floats; allow that under strict promotion too.
+    with jax.numpy_dtype_promotion("standard"):
+        params, losses = train(params)
     ts = _grid(params["logits"], t0, t1)
     return LearnedTimesteps(ts, params.get("coefficients"), losses, ts0)
