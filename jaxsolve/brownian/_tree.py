@@ -12,7 +12,7 @@ import numpy as np
 from jaxtyping import Array, PyTree
 
 from .._core import check_option, check_positive
-from . import _levy
+from . import _levy, _rng
 from ._base import LEVY_AREAS, AbstractBrownianPath, BrownianIncrement
 
 _NUM_COORDS = {"none": 1, "space-time": 2, "space-time-time": 3}
@@ -173,7 +173,7 @@ class VirtualBrownianTree(AbstractBrownianPath):
                 f"`s` and `t` must be scalars (use `increments` for a grid), got shapes "
                 f"{jnp.shape(s)} and {jnp.shape(t)}"
             )
-        out = self._increments(jnp.stack([s, t]))
+        out = self._increments(jnp.stack([s, t]), share=False)
         return jax.tree.map(lambda x: x[0], out)
 
     def increments(self, ts) -> BrownianIncrement:
@@ -195,7 +195,7 @@ class VirtualBrownianTree(AbstractBrownianPath):
             raise ValueError(f"`ts` must hold at least two times, got {ts.shape[0]}")
         if _is_concrete(ts) and bool(jnp.any(jnp.diff(ts) < 0)):
             raise ValueError("`ts` must be non-decreasing")
-        return self._increments(ts)
+        return self._increments(ts, share=True)
 
     def evaluate(self, t) -> PyTree[Array]:
         """`W(t) - W(t0)`, a pytree of arrays of `shape`."""
@@ -226,7 +226,7 @@ class VirtualBrownianTree(AbstractBrownianPath):
         return 8 * np.finfo(self.time_dtype).eps * (jnp.abs(self.t0) + jnp.abs(self.t1) + 1)
 
     @eqx.filter_jit
-    def _increments(self, ts) -> BrownianIncrement:
+    def _increments(self, ts, share: bool) -> BrownianIncrement:
         # Jitted so that eager queries compile once per grid length instead of dispatching the
         # descent op by op.
         dt = ts[1:] - ts[:-1]
@@ -252,11 +252,11 @@ class VirtualBrownianTree(AbstractBrownianPath):
         keys = [self.key] if len(leaves) == 1 else list(jr.split(self.key, len(leaves)))
         outs = []
         for leaf_key, (leaf_shape, leaf_dtype) in zip(keys, leaves):
-            bar = _descend(leaf_key, taus, n, self.depth, leaf_shape, leaf_dtype)
+            bar = _descend(leaf_key, taus, n, self.depth, leaf_shape, leaf_dtype, share)
             unbar = _levy.from_bar(bar, lengths)
             scale = jnp.sqrt(span).astype(leaf_dtype)
-            outs.append(lax.stop_gradient(unbar * scale))
-        fields = [jax.tree.unflatten(treedef, [o[:, c] for o in outs]) for c in range(n)]
+            outs.append(tuple(lax.stop_gradient(x * scale) for x in unbar))
+        fields = [jax.tree.unflatten(treedef, [o[c] for o in outs]) for c in range(n)]
         return BrownianIncrement(
             dt=dt,
             W=fields[0],
@@ -277,85 +277,82 @@ class VirtualBrownianTree(AbstractBrownianPath):
 # ----------------------------------------------------------------------------------------------
 
 
-def _draw(keys, n, shape, dtype):
-    """For each node key: (left key, right key, n standard normals of `shape`)."""
-
-    def one(key):
-        k_left, k_right, k_draw = jr.split(key, 3)
-        return k_left, k_right, jr.normal(k_draw, (n, *shape), dtype)
-
-    return jax.vmap(one)(keys)
-
-
-def _leaf_normals(keys, n, shape, dtype):
-    """For each leaf key: 2n normals for the split at the query time."""
-
-    def one(key):
-        k_draw = jr.split(key, 3)[2]
-        return jr.normal(jr.fold_in(k_draw, 1), (2 * n, *shape), dtype)
-
-    return jax.vmap(one)(keys)
-
-
-def _bisect(nodes, keys, level, n, shape, dtype, maps):
+def _bisect(nodes, keys, level, shape, dtype, maps):
     """Split every node (unbarred, length 2^-level) into its two children (unbarred)."""
-    k_left, k_right, normals = _draw(keys, n, shape, dtype)
+    n = len(nodes)
+    normals = _rng.normals(keys, n, shape, dtype)
     mean_map, noise_map = maps
     scale = jnp.sqrt(jnp.ldexp(jnp.ones((), dtype), -level))
-    children = _levy.apply_constant(mean_map, nodes) + scale * _levy.apply_constant(
-        noise_map, normals
-    )
-    return children[:, :n], children[:, n:], k_left, k_right
+    mean = _levy.apply_constant(mean_map, nodes)
+    noise = _levy.apply_constant(noise_map, normals)
+    children = tuple(m + scale * z for m, z in zip(mean, noise))
+    return children[:n], children[n:]
 
 
 class _Pairs(eqx.Module):
     """Per-pair accumulators: suffix S of the left member, prefix P of the right member."""
 
-    suffix: Array  # barred, [s, mid of the pair's common ancestor]
+    suffix: tuple  # barred, [s, mid of the pair's common ancestor]
     suffix_len: Array
-    prefix: Array  # barred, [mid of the common ancestor, t]
+    prefix: tuple  # barred, [mid of the common ancestor, t]
     prefix_len: Array
-    result: Array  # barred increment over [s, t], valid where `finished`
+    result: tuple  # barred increment over [s, t], valid where `finished`
     finished: Array
 
 
+def _head(x):
+    return tuple(a[:-1] for a in x)
+
+
+def _tail(x):
+    return tuple(a[1:] for a in x)
+
+
 def _accumulate(pairs, idx, go_right, left_bar, right_bar, half):
-    """Record the siblings a query passes at one bisection, for pairs already split apart."""
-    diverged = idx[:-1] != idx[1:]
-    active = diverged & ~pairs.finished
-    m = active.shape[0]
-    half_v = jnp.full((m,), half)
+    """Record the siblings the queries pass at one bisection, for pairs already split apart.
+
+    Below the common ancestor of a pair `(s, t)`, `s` collects the right siblings it passes (its
+    suffix up to the ancestor's midpoint) and `t` the left siblings (its prefix from there), so
+    that `[s, t]` is assembled from pieces of its own scale, without cancellation.
+    """
+    active = (idx[:-1] != idx[1:]) & ~pairs.finished
+    half_v = jnp.full(active.shape, half)
     upd_p = active & go_right[1:]
-    new_p = _levy.combine(pairs.prefix, pairs.prefix_len, left_bar[1:], half_v)
+    new_p = _levy.combine(pairs.prefix, pairs.prefix_len, _tail(left_bar), half_v)
     upd_s = active & ~go_right[:-1]
-    new_s = _levy.combine(right_bar[:-1], half_v, pairs.suffix, pairs.suffix_len)
-    return eqx.tree_at(
-        lambda p: (p.prefix, p.prefix_len, p.suffix, p.suffix_len),
-        pairs,
-        (
-            jnp.where(_levy._bc(upd_p, new_p, cast=False), new_p, pairs.prefix),
-            pairs.prefix_len + jnp.where(upd_p, half, 0),
-            jnp.where(_levy._bc(upd_s, new_s, cast=False), new_s, pairs.suffix),
-            pairs.suffix_len + jnp.where(upd_s, half, 0),
-        ),
+    new_s = _levy.combine(_head(right_bar), half_v, pairs.suffix, pairs.suffix_len)
+    return _Pairs(
+        suffix=_levy.where(upd_s, new_s, pairs.suffix),
+        suffix_len=pairs.suffix_len + jnp.where(upd_s, half, 0),
+        prefix=_levy.where(upd_p, new_p, pairs.prefix),
+        prefix_len=pairs.prefix_len + jnp.where(upd_p, half, 0),
+        result=pairs.result,
+        finished=pairs.finished,
     )
 
 
 def _finish(pairs, idx, pre, pre_len, suf, suf_len, ready):
-    """Complete the pairs whose two members are `ready` (prefix/suffix within their node known)."""
+    """Complete the pairs whose members are both `ready`: their pieces `pre = [a, τ]` and
+    `suf = [τ, b]` within their node `[a, b]` are known."""
     new = ready[:-1] & ready[1:] & ~pairs.finished
     same = idx[:-1] == idx[1:]
     # Same node: [s, t] from [a, s] and [a, t] by Chen's relation.
-    same_res = _levy.right_part(pre[1:], pre[:-1], pre_len[:-1], pre_len[1:] - pre_len[:-1])
+    same_res = _levy.right_part(_tail(pre), _head(pre), pre_len[:-1], pre_len[1:] - pre_len[:-1])
     # Different nodes: [s, end of s's node] + S + P + [start of t's node, t].
-    left = _levy.combine(suf[:-1], suf_len[:-1], pairs.suffix, pairs.suffix_len)
-    left_len = suf_len[:-1] + pairs.suffix_len
-    right = _levy.combine(pairs.prefix, pairs.prefix_len, pre[1:], pre_len[1:])
-    right_len = pairs.prefix_len + pre_len[1:]
-    split_res = _levy.combine(left, left_len, right, right_len)
-    res = jnp.where(_levy._bc(same, same_res, cast=False), same_res, split_res)
-    result = jnp.where(_levy._bc(new, res, cast=False), res, pairs.result)
-    return eqx.tree_at(lambda p: (p.result, p.finished), pairs, (result, pairs.finished | new))
+    left = _levy.combine(_head(suf), suf_len[:-1], pairs.suffix, pairs.suffix_len)
+    right = _levy.combine(pairs.prefix, pairs.prefix_len, _tail(pre), pre_len[1:])
+    split_res = _levy.combine(
+        left, suf_len[:-1] + pairs.suffix_len, right, pairs.prefix_len + pre_len[1:]
+    )
+    res = _levy.where(same, same_res, split_res)
+    return _Pairs(
+        suffix=pairs.suffix,
+        suffix_len=pairs.suffix_len,
+        prefix=pairs.prefix,
+        prefix_len=pairs.prefix_len,
+        result=_levy.where(new, res, pairs.result),
+        finished=pairs.finished | new,
+    )
 
 
 def _boundary_finish(pairs, taus, idx, level, node_bar):
@@ -364,69 +361,100 @@ def _boundary_finish(pairs, taus, idx, level, node_bar):
     start = idx.astype(taus.dtype) * h
     at_start = taus == start
     at_end = taus == start + h
-    zero = jnp.zeros_like(node_bar)
-    full = _levy._bc(at_end, node_bar, cast=False)
-    pre = jnp.where(full, node_bar, zero)
-    pre_len = jnp.where(at_end, h, 0)
-    suf = jnp.where(_levy._bc(at_start, node_bar, cast=False), node_bar, zero)
-    suf_len = jnp.where(at_start, h, 0)
-    return _finish(pairs, idx, pre, pre_len, suf, suf_len, at_start | at_end)
+    zero = _levy.zeros_like(node_bar)
+    pre = _levy.where(at_end, node_bar, zero)
+    suf = _levy.where(at_start, node_bar, zero)
+    return _finish(
+        pairs,
+        idx,
+        pre,
+        jnp.where(at_end, h, 0),
+        suf,
+        jnp.where(at_start, h, 0),
+        at_start | at_end,
+    )
 
 
-def _descend(key, taus, n, depth, shape, dtype):
-    """Barred increments of one Brownian leaf over the consecutive pairs of `taus` in [0, 1]."""
+def _descend(key, taus, n, depth, shape, dtype, share: bool):
+    """Barred increments of one Brownian leaf over the consecutive pairs of `taus` in [0, 1].
+
+    Each query time carries its own node as it descends; consecutive queries assemble their
+    increment from the siblings they pass below their common ancestor (`_accumulate`) and the
+    exact split of their leaves (`_levy.split_at`). With `share`, the top levels of the tree are
+    drawn once for all queries, and the descent stops as soon as every pair has both ends on
+    node boundaries (aligned grids); otherwise the trip count is static (cheapest under `vmap`
+    of single queries, where a data-dependent exit would mask every operation).
+    """
     num = taus.shape[0]
     tdtype = taus.dtype
     maps = _levy.bisection_maps(n)
-    std = jnp.asarray(_levy.STD[:n], dtype).reshape((1, n) + (1,) * len(shape))
 
-    k_root, k_node = jr.split(key)
-    root = jr.normal(k_root, (1, n, *shape), dtype) * std
-    nodes, node_keys = root, k_node[None]
+    root = _rng.root_key(key)[None]
+    # The root's values and the root node's key come from two counters of the root key.
+    node_keys = _rng.child_keys(root, jnp.zeros((1,), jnp.uint32))
+    root_normals = _rng.normals(root, n, shape, dtype)
+    nodes = tuple(_levy.STD[i] * z for i, z in enumerate(root_normals))
 
-    zeros = jnp.zeros((num - 1, n, *shape), dtype)
+    zeros = tuple(jnp.zeros((num - 1, *shape), dtype) for _ in range(n))
     zlen = jnp.zeros((num - 1,), tdtype)
     pairs = _Pairs(zeros, zlen, zeros, zlen, zeros, jnp.zeros((num - 1,), bool))
     idx = jnp.zeros((num,), jnp.int32)
-    pairs = _boundary_finish(pairs, taus, idx, 0, jnp.broadcast_to(root, (num, n, *shape)))
 
-    # Top of the tree: every node of the level at once, drawn once for all queries.
-    dense_levels = min(depth, max(0, int(math.floor(math.log2(num)))))
+    dense_levels = 0
+    if share:
+        pairs = _boundary_finish(
+            pairs, taus, idx, 0, tuple(jnp.broadcast_to(x, (num, *shape)) for x in nodes)
+        )
+        # Top of the tree: every node of the level at once, drawn once for all queries.
+        dense_levels = min(depth, max(0, int(math.floor(math.log2(num)))))
     for level in range(dense_levels):
         half = jnp.ldexp(jnp.ones((), tdtype), -(level + 1))
-        left, right, k_left, k_right = _bisect(nodes, node_keys, level, n, shape, dtype, maps)
+        left, right = _bisect(nodes, node_keys, level, shape, dtype, maps)
+        k_left, k_right = _rng.both_child_keys(node_keys)
         go_right = taus >= (idx.astype(tdtype) * 2 + 1) * half
-        left_bar = _levy.to_bar(left[idx], jnp.full((num,), half))
-        right_bar = _levy.to_bar(right[idx], jnp.full((num,), half))
+        half_v = jnp.full((num,), half)
+        left_bar = _levy.to_bar(tuple(x[idx] for x in left), half_v)
+        right_bar = _levy.to_bar(tuple(x[idx] for x in right), half_v)
         pairs = _accumulate(pairs, idx, go_right, left_bar, right_bar, half)
-        nodes = jnp.stack([left, right], axis=1).reshape((-1, n, *shape))
-        node_keys = jnp.stack([k_left, k_right], axis=1).reshape((-1,))
+        nodes = tuple(
+            jnp.stack([lft, rgt], axis=1).reshape((-1, *shape)) for lft, rgt in zip(left, right)
+        )
+        node_keys = jnp.stack([k_left, k_right], axis=1).reshape((-1, 2))
         idx = 2 * idx + go_right.astype(jnp.int32)
-        chosen_bar = jnp.where(_levy._bc(go_right, left_bar, cast=False), right_bar, left_bar)
-        pairs = _boundary_finish(pairs, taus, idx, level + 1, chosen_bar)
+        pairs = _boundary_finish(
+            pairs, taus, idx, level + 1, _levy.where(go_right, right_bar, left_bar)
+        )
 
-    # Below: each query descends on its own, until its pairs are complete or it reaches a leaf.
-    slot_nodes, slot_keys = nodes[idx], node_keys[idx]
-
-    def cond(carry):
-        level, _, _, _, pairs = carry
-        return (level < depth) & ~jnp.all(pairs.finished)
+    # Below: each query descends on its own.
+    slot_nodes = tuple(x[idx] for x in nodes)
+    slot_keys = node_keys[idx]
 
     def body(carry):
         level, idx, slot_nodes, slot_keys, pairs = carry
         half = jnp.ldexp(jnp.ones((), tdtype), -(level + 1))
-        left, right, k_left, k_right = _bisect(slot_nodes, slot_keys, level, n, shape, dtype, maps)
+        left, right = _bisect(slot_nodes, slot_keys, level, shape, dtype, maps)
         go_right = taus >= (idx.astype(tdtype) * 2 + 1) * half
-        left_bar = _levy.to_bar(left, jnp.full((num,), half))
-        right_bar = _levy.to_bar(right, jnp.full((num,), half))
+        half_v = jnp.full((num,), half)
+        left_bar, right_bar = _levy.to_bar(left, half_v), _levy.to_bar(right, half_v)
         pairs = _accumulate(pairs, idx, go_right, left_bar, right_bar, half)
-        pick = _levy._bc(go_right, left, cast=False)
-        slot_nodes = jnp.where(pick, right, left)
-        slot_keys = jnp.where(go_right, k_right, k_left)
+        slot_nodes = _levy.where(go_right, right, left)
+        slot_keys = _rng.child_keys(slot_keys, go_right)
         idx = 2 * idx + go_right.astype(jnp.int32)
-        chosen_bar = jnp.where(pick, right_bar, left_bar)
-        pairs = _boundary_finish(pairs, taus, idx, level + 1, chosen_bar)
+        if share:
+            pairs = _boundary_finish(
+                pairs, taus, idx, level + 1, _levy.where(go_right, right_bar, left_bar)
+            )
         return level + 1, idx, slot_nodes, slot_keys, pairs
+
+    if share:
+
+        def cond(carry):
+            return (carry[0] < depth) & ~jnp.all(carry[4].finished)
+
+    else:
+
+        def cond(carry):
+            return carry[0] < depth
 
     carry = (jnp.asarray(dense_levels, jnp.int32), idx, slot_nodes, slot_keys, pairs)
     level, idx, slot_nodes, slot_keys, pairs = lax.while_loop(cond, body, carry)
@@ -436,11 +464,16 @@ def _descend(key, taus, n, depth, shape, dtype):
         h = jnp.ldexp(jnp.ones((), tdtype), -level)
         start = idx.astype(tdtype) * h
         alpha = jnp.clip((taus - start) / h, 0, 1)
-        normals = _leaf_normals(slot_keys, n, shape, dtype)
+        # A leaf is never bisected: its key's randomness goes to the split at the query time.
+        count = _levy.leaf_normals_needed(n)
+        normals = _rng.normals(slot_keys, count, shape, dtype)
         hv = jnp.full((num,), h)
         pre, suf = _levy.split_at(slot_nodes, hv, alpha, normals)
         pre_len = alpha * h
         return _finish(pairs, idx, pre, pre_len, suf, h - pre_len, jnp.ones((num,), bool))
 
-    pairs = lax.cond(jnp.all(pairs.finished), lambda p: p, leaf, pairs)
+    if share:
+        pairs = lax.cond(jnp.all(pairs.finished), lambda p: p, leaf, pairs)
+    else:
+        pairs = leaf(pairs)
     return pairs.result
