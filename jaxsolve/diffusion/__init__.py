@@ -7,10 +7,14 @@ every sampler is a pure `init`/`step` equinox module (`AbstractSampler`).
 
 from ._bdia import BDIA as BDIA
 from ._ddim import DDIM as DDIM
+from ._deis import DEIS as DEIS
+from ._dpm_solver import DPMSolver as DPMSolver
+from ._dpm_solver_pp import DPMSolverPP as DPMSolverPP
 from ._edm import EulerEDM as EulerEDM, HeunEDM as HeunEDM
 from ._invert import invert as invert
 from ._model import Guidance as Guidance, Model as Model
 from ._momentum import GHVB as GHVB, HeavyBall as HeavyBall
+from ._pndm import PNDM as PNDM
 from ._sample import sample as sample
 from ._sampler import AbstractSampler as AbstractSampler
 from ._schedules import (
@@ -24,3 +28,4 @@ from ._schedules import (
 from ._sde_dpm_solver_pp import SDEDPMSolverPP as SDEDPMSolverPP
 from ._search import LearnedTimesteps as LearnedTimesteps, learn_timesteps as learn_timesteps
 from ._timesteps import timesteps as timesteps
+from ._unipc import UniPC as UniPC

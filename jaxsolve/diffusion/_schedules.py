@@ -220,7 +220,9 @@ class VPDiscrete(AbstractSchedule):
         return cls(np.linspace(beta_start**0.5, beta_end**0.5, num_train_steps) ** 2)
 
     def _m(self, t):
-        return jnp.interp(_float(t), self.t_grid, self.neg_log_alpha2)
+        # The tables follow the query's dtype (float32 queries stay float32).
+        t = _float(t)
+        return jnp.interp(t, self.t_grid.astype(t.dtype), self.neg_log_alpha2.astype(t.dtype))
 
     def alpha(self, t):
         return jnp.exp(-0.5 * self._m(t))
@@ -234,7 +236,7 @@ class VPDiscrete(AbstractSchedule):
 
     def t_of_logsnr(self, logsnr):
         m = jax.nn.softplus(-2.0 * _float(logsnr))
-        return jnp.interp(m, self.neg_log_alpha2, self.t_grid)
+        return jnp.interp(m, self.neg_log_alpha2.astype(m.dtype), self.t_grid.astype(m.dtype))
 
     @property
     def t_start_default(self):
