@@ -128,7 +128,11 @@ def bench_rosenbrock():
 
     @jax.jit
     def theirs_optimistix(y0):
-        solver = optx.LBFGS(rtol=tol, atol=tol) if hasattr(optx, "LBFGS") else optx.BFGS(rtol=tol, atol=tol)
+        solver = (
+            optx.LBFGS(rtol=tol, atol=tol)
+            if hasattr(optx, "LBFGS")
+            else optx.BFGS(rtol=tol, atol=tol)
+        )
         return optx.minimise(rosenbrock, solver, y0, max_steps=2000).value
 
     timings = []
@@ -168,7 +172,10 @@ def bench_levenberg_marquardt():
         return optx.least_squares(residuals, solver, c0, data, max_steps=500).value
 
     timings = []
-    for name, fn in [("jaxsolve LevenbergMarquardt", ours), ("optimistix LevenbergMarquardt", theirs)]:
+    for name, fn in [
+        ("jaxsolve LevenbergMarquardt", ours),
+        ("optimistix LevenbergMarquardt", theirs),
+    ]:
         timings.append(measure(name, fn, data))
     reference = np.asarray(theirs(data))
     for timing, fn in zip(timings, (ours, theirs), strict=True):

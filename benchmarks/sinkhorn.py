@@ -8,7 +8,6 @@ Run: `python -m benchmarks.sinkhorn` (from the repository root).
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import jaxsolve as js
 

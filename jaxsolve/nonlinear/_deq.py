@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 import equinox as eqx
 import jax.numpy as jnp
+from jax import lax
 
 from ._adjoint import AbstractAdjoint, ImplicitAdjoint
 from ._base import AbstractNonlinearSolver
@@ -34,6 +35,10 @@ class DEQ(eqx.Module):
     - `max_steps`: the forward iteration cap (a Python int, default 50).
     - `adjoint`: `ImplicitAdjoint()` (default) or `RecursiveCheckpointAdjoint()`.
 
+    The solver's hyperparameters are array leaves of the module (a new value does not
+    recompile) but get zero gradient; exclude `deq.solver` from weight decay, e.g. by training
+    `eqx.filter(model, eqx.is_inexact_array)` with `deq.solver` replaced by `None`.
+
     Non-convergence does not raise (training should not stop for one hard example): read
     `DEQ.solve(x).result` and `.stats["num_steps"]`.
 
@@ -62,9 +67,11 @@ class DEQ(eqx.Module):
         """Return the full `Solution` (value z*, result, stats)."""
         if z0 is None:
             z0 = jnp.zeros(self.latent_shape, jnp.result_type(x))
+        # The solver's hyperparameters are arrays (so new values do not recompile), hence leaves
+        # of this module that `eqx.is_inexact_array` selects; they are not trained.
         return fixed_point(
             _apply_cell,
-            self.solver,
+            lax.stop_gradient(self.solver),
             z0,
             (self.cell, x),
             max_steps=self.max_steps,

@@ -207,5 +207,3 @@ def sinkhorn(
         stats={"num_steps": num_steps, "marginal_error": error},
     )
     return check_result(solution, result, throw, "jaxsolve.nonlinear.sinkhorn")
-
-
