@@ -109,7 +109,7 @@ class SDETerm(AbstractTerm):
         drift = jax.eval_shape(self.drift, t0, y0, args)
         check_same_structure("y0", y0, drift, "the drift's output")
         diffusion = jax.eval_shape(self.diffusion, t0, y0, args)
-        w_struct = jax.eval_shape(lambda: self.brownian.increment(t0, t0).W)
+        w_struct = jax.eval_shape(lambda t: self.brownian.increment(t, t).W, t0)
         w_def, w_shapes = _shapes(w_struct)
         y_def, y_shapes = _shapes(y0)
         w_dtypes = {jnp.dtype(leaf.dtype) for leaf in jax.tree.leaves(w_struct)}
