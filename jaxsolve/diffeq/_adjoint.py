@@ -22,6 +22,10 @@ class RecursiveCheckpointAdjoint(AbstractAdjoint):
     so the backward pass stores about `sqrt(max_steps)` states; fixed-step solves run in one
     `lax.scan` whose steps are recomputed on the backward pass. The gradient is that of the
     discretised solve (discretise-then-optimise): exact for the numbers computed.
+
+    Under `vmap` an adaptive solve with this adjoint runs all `max_steps` loop bodies (the
+    loop's predicate becomes batched, so no block can be skipped): for batched adaptive solves
+    that need no reverse mode, use `ForwardMode()`, or keep `max_steps` close to what is needed.
     """
 
     loop_kind = "checkpointed"
