@@ -1,6 +1,7 @@
 """HeavyBall and GHVB momentum samplers: orders, beta = 1 limits, no recompile, errors."""
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -94,3 +95,15 @@ def test_bad_options():
         js.diffusion.GHVB(order=5, beta=0.5)
     with pytest.raises(ValueError, match="order"):
         js.diffusion.HeavyBall(order=1.5, beta=0.5)
+
+
+def test_final_step_to_sigma_zero_has_no_nan_in_values_or_gradients():
+    model = DATA.model("x0")  # its eps conversion divides by sigma: the NaN trap at sigma = 0
+    ts = jnp.append(js.diffusion.timesteps(SCHED, 5), 0.0)
+    sampler = js.diffusion.GHVB(order=2, beta=0.7)
+
+    def loss(x_T):
+        return jnp.sum(js.diffusion.sample(sampler, model, x_T, ts) ** 2)
+
+    value, grad = jax.value_and_grad(loss)(X_T)
+    assert np.isfinite(value) and np.all(np.isfinite(grad))
