@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 from .._core import RESULTS
 from ._operator import AbstractLinearOperator
-from ._solver import AbstractIterativeLinearSolver, converged_result, tolerance
+from ._solver import AbstractIterativeLinearSolver, converged_result, tolerance, vector_norm
 
 
 class BiCGStabState(NamedTuple):
@@ -61,7 +61,7 @@ class BiCGStab(AbstractIterativeLinearSolver):
             rho=one,
             alpha=one,
             omega=one,
-            r_norm=jnp.linalg.norm(vector),
+            r_norm=vector_norm(vector),
             threshold=tolerance(self, vector),
             breakdown=jnp.array(False),
             num_steps=jnp.array(0),
@@ -80,7 +80,7 @@ class BiCGStab(AbstractIterativeLinearSolver):
         omega, zero_tt = _safe_div(jnp.vdot(t, s), jnp.vdot(t, t))
         x = state.x + alpha * p + omega * s
         r = s - omega * t
-        breakdown = zero_rho | zero_omega | zero_rv | (zero_tt & (jnp.linalg.norm(s) > 0))
+        breakdown = zero_rho | zero_omega | zero_rv | (zero_tt & (vector_norm(s) > 0))
         return BiCGStabState(
             x=x,
             r=r,
@@ -90,14 +90,14 @@ class BiCGStab(AbstractIterativeLinearSolver):
             rho=rho_new,
             alpha=alpha,
             omega=omega,
-            r_norm=jnp.linalg.norm(r),
+            r_norm=vector_norm(r),
             threshold=state.threshold,
             breakdown=breakdown,
             num_steps=state.num_steps + 1,
         )
 
     def terminate(self, operator: Any, vector: jax.Array, state: BiCGStabState):
-        done, result = converged_result(state.r_norm, state.threshold, state.x)
+        done, result = converged_result(state.r_norm, state.threshold)
         broke = state.breakdown & ~(state.r_norm <= state.threshold)
         return done | broke, RESULTS.where(broke, RESULTS.breakdown, result)
 

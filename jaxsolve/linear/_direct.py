@@ -36,7 +36,7 @@ class LU(AbstractLinearSolver):
     def compute(self, operator: AbstractLinearOperator, vector: jax.Array):
         matrix = operator.as_matrix()
         lu, pivots = jsl.lu_factor(matrix)
-        x = jsl.lu_solve((lu, pivots), vector)
+        x = jsl.lu_solve((lu, pivots), vector.reshape(-1)).reshape(vector.shape)
         return _finish(x, _pivots_singular(jnp.diagonal(lu)))
 
     def needs_square(self) -> bool:
@@ -53,7 +53,7 @@ class Cholesky(AbstractLinearSolver):
     def compute(self, operator: AbstractLinearOperator, vector: jax.Array):
         matrix = operator.as_matrix()
         factor = jsl.cholesky(matrix, lower=True)
-        x = jsl.cho_solve((factor, True), vector)
+        x = jsl.cho_solve((factor, True), vector.reshape(-1)).reshape(vector.shape)
         return _finish(x, _pivots_singular(jnp.diagonal(factor) ** 2))
 
     def needs_square(self) -> bool:
@@ -70,6 +70,8 @@ class QR(AbstractLinearSolver):
     def compute(self, operator: AbstractLinearOperator, vector: jax.Array):
         matrix = operator.as_matrix()
         rows, cols = matrix.shape
+        shape = vector.shape if rows == cols else (cols,)
+        vector = vector.reshape(-1)
         if rows >= cols:
             q, r = jnp.linalg.qr(matrix, mode="reduced")
             x = jsl.solve_triangular(r, q.T @ vector, lower=False)
@@ -77,7 +79,7 @@ class QR(AbstractLinearSolver):
             # Minimum-norm solution of an under-determined system: x = Q R^{-T} b with A^T = QR.
             q, r = jnp.linalg.qr(matrix.T, mode="reduced")
             x = q @ jsl.solve_triangular(r, vector, lower=False, trans="T")
-        return _finish(x, _pivots_singular(jnp.diagonal(r)))
+        return _finish(x.reshape(shape), _pivots_singular(jnp.diagonal(r)))
 
     def needs_square(self) -> bool:
         return False

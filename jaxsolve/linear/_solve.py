@@ -40,21 +40,25 @@ def as_operator(A: Any, b: Any, tags=()) -> AbstractLinearOperator:
     return MatrixOperator(matrix, tags)
 
 
-def _flat_operator(operator: AbstractLinearOperator):
-    """The operator on flat 1-D vectors, with the unravelling functions of its structures."""
-    in_zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), operator.in_structure())
+def _single_array_operator(operator: AbstractLinearOperator):
+    """The operator on single arrays, with functions to and from the structures of b and x.
+
+    An operator on one array whose output has the input's shape is kept as it is (a stencil on
+    a 2-D grid stays 2-D: reshaping around every application costs as much as the stencil);
+    any other operator is flattened to 1-D vectors.
+    """
+    in_s, out_s = operator.in_structure(), operator.out_structure()
+    single = isinstance(in_s, jax.ShapeDtypeStruct) and isinstance(out_s, jax.ShapeDtypeStruct)
+    if isinstance(operator, MatrixOperator) or (single and in_s.shape == out_s.shape):
+        return operator, (lambda b: b), (lambda x: x)
+    in_zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), in_s)
     in_flat, unravel_in = ravel_pytree(in_zeros)
-    if isinstance(operator, MatrixOperator):
-        return operator, unravel_in
-    if isinstance(operator.in_structure(), jax.ShapeDtypeStruct) and len(in_flat.shape) == 1:
-        out = operator.out_structure()
-        if isinstance(out, jax.ShapeDtypeStruct) and len(out.shape) == 1:
-            return operator, unravel_in
 
     def flat_mv(vector):
         return ravel_pytree(operator.mv(unravel_in(vector)))[0]
 
-    return FunctionOperator(flat_mv, in_flat, operator.tags), unravel_in
+    flat_op = FunctionOperator(flat_mv, in_flat, operator.tags)
+    return flat_op, (lambda b: ravel_pytree(b)[0]), unravel_in
 
 
 def _validate(operator: AbstractLinearOperator, b: Any, solver: AbstractLinearSolver):
@@ -199,8 +203,8 @@ def solve(
         solver = CG()
     operator = as_operator(A, b)
     _validate(operator, b, solver)
-    flat_op, unravel_in = _flat_operator(operator)
-    b_flat, _ = ravel_pytree(b)
+    flat_op, to_vector, unravel_in = _single_array_operator(operator)
+    b_flat = to_vector(b)
     if operator.in_size() == operator.out_size():
         x, (result, stats) = _square_solve(solver, flat_op, b_flat, is_symmetric(operator))
     else:

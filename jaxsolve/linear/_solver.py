@@ -26,11 +26,13 @@ class Solution(eqx.Module):
 
 
 class AbstractLinearSolver(eqx.Module):
-    """A method for solving `A x = b` with `A` an operator on 1-D vectors.
+    """A method for solving `A x = b` with `A` an operator on single arrays.
 
     Subclasses implement `compute(operator, vector) -> (x, result, stats)` where `operator` is
-    an `AbstractLinearOperator` acting on 1-D arrays (`jaxsolve.linear.solve` flattens pytrees
-    first) and `vector` is a 1-D array. `compute` need not be differentiable: `solve`
+    an `AbstractLinearOperator` whose input and output are single arrays and `vector` is an
+    array of the output's shape. `jaxsolve.linear.solve` flattens pytree operators to 1-D
+    first, but keeps an operator on one n-d array as it is (so a stencil on a grid is applied
+    without reshapes); dense methods reshape to 1-D themselves. `compute` need not be differentiable: `solve`
     differentiates the *solution* (a tangent or cotangent is another solve with this solver).
     `transpose_compute` solves `A^T y = c` (used for reverse mode); by default it calls
     `compute` on `operator.transpose()`.
@@ -102,17 +104,24 @@ class AbstractIterativeLinearSolver(AbstractLinearSolver, AbstractIterativeSolve
         # `terminate` reports failures (breakdown, non-finite) itself; running out of steps
         # without meeting the tolerance is the generic failure of an iterative solve.
         result = RESULTS.where(done, result, RESULTS.linear_solve_failed)
+        # One pass over x at the end, not per step: the loop tests scalars only.
+        result = RESULTS.where(jnp.all(jnp.isfinite(x)), result, RESULTS.nonfinite)
         return x, result, {"num_steps": num_steps}
+
+
+def vector_norm(x: jax.Array) -> jax.Array:
+    """The Euclidean norm of an array of any shape (as a flat vector)."""
+    return jnp.sqrt(jnp.vdot(x, x).real)
 
 
 def tolerance(solver: AbstractIterativeLinearSolver, vector: jax.Array) -> jax.Array:
     """The residual-norm threshold `atol + rtol * |b|`, in the dtype of `vector`."""
-    b_norm = jnp.linalg.norm(vector)
+    b_norm = vector_norm(vector)
     return (solver.atol + solver.rtol * b_norm).astype(b_norm.dtype)
 
 
-def converged_result(residual_norm, threshold, x) -> tuple[jax.Array, RESULTS]:
-    """`(done, result)` for a residual test, flagging non-finite iterates."""
-    finite = jnp.all(jnp.isfinite(x)) & jnp.isfinite(residual_norm)
+def converged_result(residual_norm, threshold) -> tuple[jax.Array, RESULTS]:
+    """`(done, result)` for a residual test; a non-finite residual norm stops the loop."""
+    finite = jnp.isfinite(residual_norm)
     done = (residual_norm <= threshold) | ~finite
     return done, RESULTS.where(finite, RESULTS.successful, RESULTS.nonfinite)

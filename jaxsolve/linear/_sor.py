@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
 from ._operator import AbstractLinearOperator
-from ._solver import AbstractIterativeLinearSolver, converged_result, tolerance
+from ._solver import AbstractIterativeLinearSolver, converged_result, tolerance, vector_norm
 
 
 class SORState(NamedTuple):
@@ -45,13 +45,13 @@ class _AbstractSOR(AbstractIterativeLinearSolver):
         return SORState(
             jnp.zeros_like(vector),
             matrix,
-            jnp.linalg.norm(vector),
+            vector_norm(vector),
             tolerance(self, vector),
             jnp.array(0),
         )
 
     def terminate(self, operator: Any, vector: jax.Array, state: SORState):
-        return converged_result(state.r_norm, state.threshold, state.x)
+        return converged_result(state.r_norm, state.threshold)
 
     def extract(self, state: SORState):
         return state.x, state.num_steps
@@ -88,8 +88,10 @@ class SOR(_AbstractSOR):
 
     def step(self, operator: AbstractLinearOperator, vector: jax.Array, state: SORState):
         omega = self.omega.astype(vector.dtype)
-        x = _sweep(state.matrix, vector, state.x, omega, lower=True)
-        r_norm = jnp.linalg.norm(vector - state.matrix @ x)
+        b = vector.reshape(-1)
+        x = _sweep(state.matrix, b, state.x.reshape(-1), omega, lower=True)
+        r_norm = vector_norm(b - state.matrix @ x)
+        x = x.reshape(vector.shape)
         return SORState(x, state.matrix, r_norm, state.threshold, state.num_steps + 1)
 
 
@@ -108,7 +110,9 @@ class SSOR(_AbstractSOR):
 
     def step(self, operator: AbstractLinearOperator, vector: jax.Array, state: SORState):
         omega = self.omega.astype(vector.dtype)
-        x = _sweep(state.matrix, vector, state.x, omega, lower=True)
-        x = _sweep(state.matrix, vector, x, omega, lower=False)
-        r_norm = jnp.linalg.norm(vector - state.matrix @ x)
+        b = vector.reshape(-1)
+        x = _sweep(state.matrix, b, state.x.reshape(-1), omega, lower=True)
+        x = _sweep(state.matrix, b, x, omega, lower=False)
+        r_norm = vector_norm(b - state.matrix @ x)
+        x = x.reshape(vector.shape)
         return SORState(x, state.matrix, r_norm, state.threshold, state.num_steps + 1)

@@ -128,7 +128,7 @@ def test_matrix_free_poisson_and_closure_gradient_vs_finite_differences():
         return jnp.sum(weights * js.linear.solve(shifted, f, solver).value)
 
     c0 = jnp.array([3.0])
-    solver = js.linear.GMRES(**TIGHT)
+    solver = js.linear.GMRES(**TIGHT, reorthogonalise=True)
     fd = finite_difference_grad(lambda c: objective(c, solver), c0, eps=1e-5)
     np.testing.assert_allclose(jax.jit(jax.grad(objective))(c0, solver), fd, rtol=1e-6)
 

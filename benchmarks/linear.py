@@ -1,0 +1,178 @@
+"""Matrix-free CG and GMRES on a 2-D Poisson operator vs lineax and jax.scipy.sparse.linalg.
+
+The operator is the 5-point Dirichlet Laplacian on a 64 x 64 grid, applied as a stencil on
+(64, 64) arrays; same right-hand side, float64, one process. Two comparisons per method:
+
+1. *to tolerance*: rtol = 1e-6, atol = 0 for every library. The libraries' tests differ:
+   jaxsolve and jax.scipy stop on |b - A x|_2 <= rtol |b|_2; lineax stops when both the
+   residual and the last update are small *elementwise* relative to |b| and |x| (stricter), so
+   each row notes its iterations and the achieved relative residual.
+2. *fixed work*: 200 iterations (CG) / 10 restart cycles of 20 (GMRES) with no tolerance,
+   so the time per iteration is compared on exactly equal work.
+
+The physical limit is a hand-written CG in one `lax.while_loop` with jaxsolve's test.
+(float32 is not used: its true residual stalls near 1e-4 on this operator, cond ~ 1.7e3,
+so a 1e-6 tolerance is unattainable; lineax then reports a failure.)
+
+Run: `python -m benchmarks.linear` (from the repository root).
+"""
+
+import warnings
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+from jax import lax  # noqa: E402
+
+import jaxsolve as js  # noqa: E402
+
+from ._harness import measure, print_table  # noqa: E402
+
+warnings.filterwarnings("ignore")
+GRID = 64
+RTOL = 1e-6
+RESTART = 20
+FIXED_STEPS = 200
+
+
+def laplacian(u):
+    padded = jnp.pad(u, 1)
+    neighbours = padded[:-2, 1:-1] + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:]
+    return (GRID + 1) ** 2 * (4 * u - neighbours)
+
+
+def rhs():
+    coords = jnp.linspace(0.0, 1.0, GRID + 2, dtype=jnp.float64)[1:-1]
+    x, y = jnp.meshgrid(coords, coords, indexing="ij")
+    return jnp.exp(-30 * ((x - 0.3) ** 2 + (y - 0.6) ** 2)) + x * y
+
+
+def relative_residual(u, b):
+    return float(jnp.linalg.norm(laplacian(u) - b) / jnp.linalg.norm(b))
+
+
+def handwritten_cg(b, rtol, max_steps):
+    threshold = rtol * jnp.linalg.norm(b)
+
+    def cond(carry):
+        _, _, _, rr, k = carry
+        return (jnp.sqrt(rr) > threshold) & (k < max_steps)
+
+    def body(carry):
+        x, r, p, rr, k = carry
+        ap = laplacian(p)
+        alpha = rr / jnp.vdot(p, ap)
+        x = x + alpha * p
+        r = r - alpha * ap
+        rr_new = jnp.vdot(r, r)
+        return x, r, r + (rr_new / rr) * p, rr_new, k + 1
+
+    x, *_, k = lax.while_loop(cond, body, (jnp.zeros_like(b), b, b, jnp.vdot(b, b), 0))
+    return x, k
+
+
+def entries(rtol, fixed):
+    """(name, jitted fn of b returning (x, iterations or None)) for CG and for GMRES."""
+    import lineax as lx
+    from optimistix import two_norm  # lineax 0.1.1 does not export it
+
+    b_struct = jax.ShapeDtypeStruct((GRID, GRID), jnp.float64)
+    op = js.linear.FunctionOperator(laplacian, b_struct, tags=("positive_definite",))
+    lx_spd = lx.FunctionLinearOperator(
+        laplacian, b_struct, tags=(lx.symmetric_tag, lx.positive_semidefinite_tag)
+    )
+    lx_general = lx.FunctionLinearOperator(laplacian, b_struct)
+    cg_steps = FIXED_STEPS if fixed else 10 * GRID * GRID
+    cycles = FIXED_STEPS // RESTART if fixed else 10 * GRID * GRID // RESTART
+
+    def ours(operator, solver):
+        def run(b):
+            sol = js.linear.solve(operator, b, solver, throw=False)
+            return sol.value, sol.stats["num_steps"]
+
+        return jax.jit(run)
+
+    def lineax(operator, solver):
+        def run(b):
+            sol = lx.linear_solve(operator, b, solver, throw=False)
+            return sol.value, sol.stats["num_steps"]  # its Solution holds functions
+
+        return jax.jit(run)
+
+    cg = [
+        ("jaxsolve CG", ours(op, js.linear.CG(rtol=rtol, atol=0.0, max_steps=cg_steps))),
+        (
+            "lineax CG",
+            lineax(lx_spd, lx.CG(rtol=rtol, atol=0.0, norm=two_norm, max_steps=cg_steps)),
+        ),
+        (
+            "jax.scipy cg",
+            jax.jit(
+                lambda b: (
+                    jax.scipy.sparse.linalg.cg(laplacian, b, tol=rtol, atol=0.0, maxiter=cg_steps)[
+                        0
+                    ],
+                    None,
+                )
+            ),
+        ),
+        ("hand-written CG (limit)", jax.jit(lambda b: handwritten_cg(b, rtol, cg_steps))),
+    ]
+    gmres = [
+        (
+            "jaxsolve GMRES",
+            ours(
+                laplacian,
+                js.linear.GMRES(rtol=rtol, atol=0.0, restart=RESTART, max_steps=cycles * RESTART),
+            ),
+        ),
+        (
+            "lineax GMRES",
+            lineax(
+                lx_general,
+                lx.GMRES(rtol=rtol, atol=0.0, norm=two_norm, restart=RESTART, max_steps=cycles),
+            ),
+        ),
+        (
+            "jax.scipy gmres",
+            jax.jit(
+                lambda b: (
+                    jax.scipy.sparse.linalg.gmres(
+                        laplacian, b, tol=rtol, atol=0.0, restart=RESTART, maxiter=cycles
+                    )[0],
+                    None,
+                )
+            ),
+        ),
+    ]
+    return {"CG": cg, "GMRES": gmres}
+
+
+def main():
+    b = rhs()
+    for fixed in (False, True):
+        rtol = 0.0 if fixed else RTOL
+        for family, rows in entries(rtol, fixed).items():
+            timings = []
+            for name, fn in rows:
+                timing = measure(name, fn, b, repeats=5)
+                x, steps = fn(b)
+                iters = f"{int(steps)} it, " if steps is not None else ""
+                timing.note = f"{iters}rel. residual {relative_residual(x, b):.1e}"
+                timings.append(timing)
+            if fixed:
+                work = (
+                    f"{FIXED_STEPS} iterations"
+                    if family == "CG"
+                    else (f"{FIXED_STEPS // RESTART} cycles of {RESTART}")
+                )
+                title = f"{family}, fixed work ({work}), Poisson {GRID}x{GRID}, float64"
+            else:
+                title = f"{family} to rtol={RTOL}, Poisson {GRID}x{GRID}, float64"
+            print_table(title, timings, f"lineax {family}")
+
+
+if __name__ == "__main__":
+    main()
