@@ -26,7 +26,10 @@ _TOLERANCE = {jnp.dtype("float16"): 1e-3, jnp.dtype("bfloat16"): 1e-2, jnp.dtype
 
 def _stop(tree: Any) -> Any:
     dynamic, static = eqx.partition(tree, eqx.is_array)
-    return eqx.combine(lax.stop_gradient(dynamic), static)
+    # `jnp.asarray`: the primal of a tracer made from a Python scalar may be a Python scalar,
+    # which must stay an array to match the closure-converted signature.
+    dynamic = jax.tree.map(lambda x: jnp.asarray(lax.stop_gradient(x)), dynamic)
+    return eqx.combine(dynamic, static)
 
 
 def default_solver(x: Any) -> linear.AbstractLinearSolver:
@@ -77,6 +80,13 @@ def _implicit_identity_jvp(primals, tangents, *, solve, tags):
     diff_index = [i for i, t in enumerate(t_leaves) if t is not None]
     if not diff_index:
         return x_star, None
+    # A differentiated input made from a Python scalar (e.g. `jax.jacrev(f)(0.1)`) may arrive
+    # here as a Python scalar primal: make it an array again, as the converted function expects.
+    leaves = [
+        jnp.asarray(leaf) if t is not None and isinstance(leaf, (int, float, complex)) else leaf
+        for leaf, t in zip(leaves, t_leaves, strict=True)
+    ]
+    inputs = jax.tree.unflatten(treedef, leaves)
 
     def residual_of(diff_leaves):
         full = list(leaves)

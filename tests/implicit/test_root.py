@@ -95,6 +95,9 @@ def test_cube_root_under_vmap_and_jit():
     a = jnp.array([1.0, 8.0, 27.0, 2.0])
     grads = jax.jit(jax.vmap(jax.grad(cube_root, argnums=1)))(jnp.ones(4), a)
     np.testing.assert_allclose(grads, 1.0 / (3.0 * jnp.cbrt(a) ** 2), rtol=1e-12)
+    # Python scalars in and out (the primal of the differentiated input is a Python float).
+    np.testing.assert_allclose(jax.grad(cube_root, argnums=1)(1.0, 8.0), 1.0 / 12.0, rtol=1e-12)
+    np.testing.assert_allclose(jax.jacfwd(cube_root, argnums=1)(1.0, 8.0), 1.0 / 12.0, rtol=1e-12)
     jac = jax.jit(jax.jacfwd(cube_root, argnums=1))(jnp.ones(4), a)  # elementwise root: diagonal
     np.testing.assert_allclose(jac, jnp.diag(1.0 / (3.0 * jnp.cbrt(a) ** 2)), rtol=1e-12)
 
