@@ -1,5 +1,7 @@
 """Differentiable sampler search: gradients w.r.t. the grid, held-out improvement, errors."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,14 +17,22 @@ MODEL = MIX.model("eps")
 T_END = 1e-3
 
 
-def _reference(x_T):
+X_GRAD = jax.random.normal(jax.random.key(0), (8, 2), jnp.float64)
+X_TRAIN = jax.random.normal(jax.random.key(1), (32, 2), jnp.float64)
+X_TEST = jax.random.normal(jax.random.key(2), (256, 2), jnp.float64)
+
+
+@functools.cache
+def _references():
+    # One many-step Heun solve for all the noise used in this file (one compilation).
     ts = js.diffusion.timesteps(SCHED, 400, t_end=T_END)
-    return js.diffusion.sample(js.diffusion.HeunEDM(), MODEL, x_T, ts)
+    x = jnp.concatenate([X_GRAD, X_TRAIN, X_TEST])
+    y = js.diffusion.sample(js.diffusion.HeunEDM(), MODEL, x, ts)
+    return y[:8], y[8:40], y[40:]
 
 
 def test_gradient_wrt_timesteps_matches_finite_differences():
-    x_T = jax.random.normal(jax.random.key(0), (8, 2), jnp.float64)
-    target = _reference(x_T)
+    x_T, target = X_GRAD, _references()[0]
     ts0 = js.diffusion.timesteps(SCHED, 4, "uniform", t_end=T_END)
 
     @jax.jit
@@ -39,17 +49,17 @@ def test_gradient_wrt_timesteps_matches_finite_differences():
 
 
 def test_learned_grid_beats_its_starting_grid_on_held_out_noise():
-    x_train = jax.random.normal(jax.random.key(1), (32, 2), jnp.float64)
-    x_test = jax.random.normal(jax.random.key(2), (256, 2), jnp.float64)
+    _, y_train, target = _references()
+    x_test = X_TEST
     sampler = js.diffusion.DDIM()
     found = js.diffusion.learn_timesteps(
         sampler,
         MODEL,
-        x_train,
+        X_TRAIN,
         4,
         init="uniform",
         t_end=T_END,
-        teacher=_reference(x_train),
+        teacher=y_train,
         optimizer=optax.adam(5e-2),
         num_iterations=60,
     )
@@ -58,7 +68,6 @@ def test_learned_grid_beats_its_starting_grid_on_held_out_noise():
     assert float(found.ts[0]) == float(found.initial_ts[0])
     assert float(found.ts[-1]) == T_END
     assert float(found.losses[-1]) < float(found.losses[0])
-    target = _reference(x_test)
 
     def error(ts):
         x = js.diffusion.sample(sampler, found.model(MODEL), x_test, ts)
@@ -72,13 +81,15 @@ def test_learned_coefficients_lower_the_held_out_error_further():
     x_train = jax.random.normal(jax.random.key(3), (128, 2), jnp.float64)
     x_test = jax.random.normal(jax.random.key(4), (512, 2), jnp.float64)
     sampler = js.diffusion.DDIM()
-    kwargs = dict(init="quadratic", t_end=T_END, teacher=_reference(x_train), num_iterations=200)
+    ts = js.diffusion.timesteps(SCHED, 400, t_end=T_END)
+    y = js.diffusion.sample(js.diffusion.HeunEDM(), MODEL, jnp.concatenate([x_train, x_test]), ts)
+    y_train, target = y[:128], y[128:]
+    kwargs = dict(init="quadratic", t_end=T_END, teacher=y_train, num_iterations=200)
     grid_only = js.diffusion.learn_timesteps(sampler, MODEL, x_train, 5, **kwargs)
     with_coeffs = js.diffusion.learn_timesteps(
         sampler, MODEL, x_train, 5, learn_coefficients=True, **kwargs
     )
     assert with_coeffs.coefficients.shape == (5,)
-    target = _reference(x_test)
 
     def error(found):
         x = js.diffusion.sample(sampler, found.model(MODEL), x_test, found.ts)
