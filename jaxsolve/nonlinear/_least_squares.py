@@ -1,7 +1,9 @@
 """Least-squares solvers for min 0.5 |r(y)|^2: Gauss-Newton and Levenberg-Marquardt.
 
 Both stop after an accepted step with `|dy| <= atol + rtol |y|` elementwise and
-`|f_old - f_new| <= atol + rtol f_new` (f = 0.5 |r|^2), or when the gradient J'r is exactly 0.
+`|f_old - f_new| <= atol + rtol f_new` (f = 0.5 |r|^2), when the gradient J'r is exactly 0, or
+(Levenberg-Marquardt) when a step is rejected whose predicted decrease is below the rounding
+error of f.
 """
 
 from typing import NamedTuple
@@ -35,6 +37,7 @@ class LeastSquaresState(NamedTuple):
     damping: Array  # Levenberg-Marquardt's lambda (unused by Gauss-Newton)
     growth: Array  # Levenberg-Marquardt's nu
     accepted: Array
+    predicted: Array  # the model's predicted decrease of f for the last step
 
 
 def _init(fn, y, args, damping):
@@ -48,6 +51,7 @@ def _init(fn, y, args, damping):
         damping=damping,
         growth=jnp.asarray(2.0, y.dtype),
         accepted=jnp.array(False),
+        predicted=jnp.asarray(jnp.inf, y.dtype),
     )
 
 
@@ -57,7 +61,12 @@ def _terminate(solver, y, state):
     step_small = jnp.all(jnp.abs(state.diff) <= atol + rtol * jnp.abs(y))
     f_small = jnp.abs(state.f_diff) <= atol + rtol * state.f
     stationary = jnp.all(state.jacobian.T @ state.residual == 0)
-    return (state.accepted & step_small & f_small) | stationary, RESULTS.successful
+    # A rejected step whose predicted decrease is below the rounding error of f: no further
+    # progress is possible in this precision, so y is a minimiser to working accuracy.
+    roundoff = 8 * jnp.finfo(dtype).eps * state.f
+    stalled = ~state.accepted & (state.predicted <= roundoff)
+    done = (state.accepted & step_small & f_small) | stationary | stalled
+    return done, RESULTS.successful
 
 
 class GaussNewton(AbstractLeastSquaresSolver):
@@ -87,6 +96,7 @@ class GaussNewton(AbstractLeastSquaresSolver):
             diff=diff,
             f_diff=state.f - f,
             accepted=jnp.array(True),
+            predicted=jnp.asarray(jnp.inf, y.dtype),
         )
 
     def terminate(self, fn, y, args, options, state):
@@ -141,6 +151,7 @@ class LevenbergMarquardt(AbstractLeastSquaresSolver):
             damping=new_lam,
             growth=new_growth.astype(y.dtype),
             accepted=accept,
+            predicted=predicted,
         )
         return pick(y_try, y), new_state
 

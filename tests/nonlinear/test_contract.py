@@ -136,6 +136,7 @@ class _Cell(eqx.Module):
         return jnp.tanh(self.linear(z) + x)
 
 
+@pytest.mark.slow
 def test_deq_gradients_match_unrolled():
     linear = eqx.nn.Linear(6, 6, key=jax.random.PRNGKey(0), dtype=jnp.float64)
     linear = eqx.tree_at(lambda l: l.weight, linear, 0.5 * linear.weight)

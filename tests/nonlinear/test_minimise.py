@@ -49,7 +49,13 @@ def _ridge_all(solver, lam):
     )
 
 
-@pytest.mark.parametrize("name", list(MINIMISERS))
+_FAST = ("lbfgs", "projected_gradient_box", "optax_sgd")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n if n in _FAST else pytest.param(n, marks=pytest.mark.slow) for n in MINIMISERS],
+)
 def test_ridge_hypergradient_every_minimiser(name):
     solver = MINIMISERS[name]
     w_exact, dw_exact = ridge_closed_form(LAM, X, Y)
@@ -81,9 +87,8 @@ def test_float32_hypergradient_default_backward_solve():
         return nl.minimize(ridge_loss, solver, jnp.zeros(6, jnp.float32), (lam, X32, Y32)).value
 
     w, dw = ridge_closed_form(0.3, X, Y)
-    assert solve(lam).dtype == jnp.float32
-    grad = jax.jacrev(solve)(lam)
-    assert grad.dtype == jnp.float32
+    value, grad = jax.jit(lambda lam: (solve(lam), jax.jacrev(solve)(lam)))(lam)
+    assert value.dtype == jnp.float32 and grad.dtype == jnp.float32
     assert np.linalg.norm(np.asarray(grad, np.float64) - dw) / np.linalg.norm(dw) <= 1e-4
 
 
@@ -170,8 +175,9 @@ def test_projected_gradient_simplex_jacobian():
 
     s = (_simplex_projection_reference(np.asarray(point)) > 0).astype(float)
     expected = np.diag(s) - np.outer(s, s) / s.sum()
-    np.testing.assert_allclose(jax.jacrev(project)(point), expected, atol=1e-8)
-    np.testing.assert_allclose(jax.jacfwd(project)(point), expected, atol=1e-8)
+    reverse, forward = jax.jit(lambda p: (jax.jacrev(project)(p), jax.jacfwd(project)(p)))(point)
+    np.testing.assert_allclose(reverse, expected, atol=1e-8)
+    np.testing.assert_allclose(forward, expected, atol=1e-8)
 
 
 def test_frank_wolfe_known_optima():
@@ -183,9 +189,12 @@ def test_frank_wolfe_known_optima():
     open_loop = nl.FrankWolfe(nl.Simplex(), rtol=1e-4, atol=1e-4)
     sol = nl.minimize(distance, open_loop, y0, point, max_steps=5000)
     np.testing.assert_allclose(sol.value, expected, atol=5e-3)
-    searched = nl.FrankWolfe(nl.Simplex(), step_size="line_search", rtol=1e-6, atol=1e-6)
-    sol_ls = nl.minimize(distance, searched, y0, point, max_steps=5000)
-    np.testing.assert_allclose(sol_ls.value, expected, atol=2e-3)
+    # Line-search steps converge linearly when the optimum is in the simplex's relative
+    # interior (Guelat & Marcotte 1986); the gap bounds f - f* >= |y - y*|^2.
+    interior = jnp.array([0.35, 0.3, 0.2, 0.15, 0.1])
+    searched = nl.FrankWolfe(nl.Simplex(), step_size="line_search", rtol=1e-9, atol=1e-9)
+    sol_ls = nl.minimize(distance, searched, y0, interior, max_steps=3000)
+    np.testing.assert_allclose(sol_ls.value, np.asarray(interior) - 0.02, atol=5e-5)
     # Linear objective over the ball: the optimum is -r c/|c|, found in one step.
     ball = nl.FrankWolfe(nl.Ball(radius=2.0), rtol=1e-9, atol=1e-9)
     sol_ball = nl.minimize(lambda y, c: jnp.vdot(c, y), ball, jnp.zeros(5), point, max_steps=10)
@@ -197,9 +206,10 @@ def test_frank_wolfe_known_optima():
 
 @pytest.mark.parametrize("solver", [nl.LevenbergMarquardt(**TIGHT), nl.GaussNewton(**TIGHT)])
 def test_rosenbrock_least_squares(solver):
-    y0 = jnp.array([-1.2, 1.0, -0.5, 0.8])
+    # The classic start; (4-D Rosenbrock has a second local minimum, so stay in 2-D here.)
+    y0 = jnp.array([-1.2, 1.0])
     sol = nl.least_squares(rosenbrock_residuals, solver, y0, max_steps=200)
-    np.testing.assert_allclose(sol.value, np.ones(4), atol=1e-10)
+    np.testing.assert_allclose(sol.value, np.ones(2), atol=1e-10)
     assert sol.result == js.RESULTS.successful
 
 
@@ -211,7 +221,9 @@ def test_least_squares_by_minimiser_and_data_fit_gradient():
     residuals = lambda c, d: c[0] * jnp.exp(-c[1] * t) - d
     y0 = jnp.array([1.0, 1.0])
     lm = nl.least_squares(residuals, nl.LevenbergMarquardt(**TIGHT), y0, data).value
-    bfgs = nl.least_squares(residuals, nl.BFGS(**TIGHT), y0, data).value
+    # (A line search sees f only to rounding error, so |grad| cannot go far below
+    # sqrt(eps f |H|) ~ 1e-10 here: a gradient tolerance of 1e-9.)
+    bfgs = nl.least_squares(residuals, nl.BFGS(rtol=1e-9, atol=1e-9), y0, data).value
     np.testing.assert_allclose(lm, bfgs, atol=1e-8)
     weights = jnp.arange(1.0, 3.0)
 
@@ -220,8 +232,10 @@ def test_least_squares_by_minimiser_and_data_fit_gradient():
             weights, nl.least_squares(residuals, nl.LevenbergMarquardt(**TIGHT), y0, d).value
         )
 
-    fd = finite_difference_grad(jax.jit(objective), data, eps=1e-6)
-    np.testing.assert_allclose(jax.grad(objective)(data), fd, atol=1e-6)
+    # eps = 1e-4: central differences are O(eps^2) accurate; the solve's own error (~1e-9 at
+    # this nonzero-residual optimum) divided by eps bounds the disagreement.
+    fd = finite_difference_grad(jax.jit(objective), data, eps=1e-4)
+    np.testing.assert_allclose(jax.jit(jax.grad(objective))(data), fd, atol=2e-5)
 
 
 def test_minimiser_finite_difference_gradients():
@@ -265,7 +279,7 @@ def test_no_retrace_on_new_hyperparameters():
     def solve(solver, lam):
         return nl.minimize(ridge_loss, solver, jnp.zeros(6), (lam, X, Y), max_steps=500).value
 
-    for lr, rtol in [(1.0, 1e-10), (0.5, 1e-8), (0.8, 1e-9)]:
+    for lr, rtol in [(0.68, 1e-10), (0.5, 1e-8), (0.6, 1e-9)]:
         solve(nl.GradientDescent(learning_rate=lr, rtol=rtol, atol=1e-10), LAM)
 
     @eqx.filter_jit
