@@ -21,6 +21,7 @@ class GMRESState(NamedTuple):
     threshold: jax.Array
     num_steps: jax.Array  # Arnoldi iterations (matrix-vector products) so far
     num_restarts: jax.Array
+    estimate: jax.Array  # the last cycle's own residual estimate |g_k|
 
 
 def _givens(a, b):
@@ -45,7 +46,9 @@ class GMRES(AbstractIterativeLinearSolver):
 
     **Arguments:**
 
-    - `rtol`, `atol`: tolerances on the residual norm `|b - A x| <= atol + rtol |b|`.
+    - `rtol`, `atol`: tolerances on the residual norm `|b - A x| <= atol + rtol |b|` (the
+      recomputed residual, or the cycle's residual estimate when rounding keeps the
+      recomputed one above a tolerance below the attainable accuracy).
     - `max_steps`: the bound on the total number of Arnoldi iterations (matrix-vector
       products; None means 10 times the size). Reaching it is
       `RESULTS.linear_solve_failed`.
@@ -71,7 +74,8 @@ class GMRES(AbstractIterativeLinearSolver):
         x = jnp.zeros_like(vector)
         zero = jnp.array(0)
         threshold = tolerance(self, vector)
-        return GMRESState(x, vector, vector_norm(vector), threshold, zero, zero)
+        b_norm = vector_norm(vector)
+        return GMRESState(x, vector, b_norm, threshold, zero, zero, b_norm)
 
     def step(self, operator: AbstractLinearOperator, vector: jax.Array, state: GMRESState):
         size = vector.size
@@ -145,10 +149,15 @@ class GMRES(AbstractIterativeLinearSolver):
             state.threshold,
             state.num_steps + k,
             state.num_restarts + 1,
+            jnp.abs(g[k]),
         )
 
     def terminate(self, operator: Any, vector: jax.Array, state: GMRESState):
-        return converged_result(state.r_norm, state.threshold)
+        # Also stop when a cycle's own estimate met the tolerance: the recomputed residual can
+        # sit above it at the attainable accuracy (~ eps * cond(A)), and more cycles would not
+        # improve x (as CG's recurrence residual, which likewise runs below that floor).
+        done, result = converged_result(state.r_norm, state.threshold)
+        return done | (state.estimate <= state.threshold), result
 
     def extract(self, state: GMRESState):
         return state.x, state.num_steps

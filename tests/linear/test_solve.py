@@ -219,3 +219,41 @@ def test_new_hyperparameter_values_do_not_retrace():
 
     steps = [int(run_sor(js.linear.SOR(omega=w, rtol=1e-8, atol=0.0), A, b)) for w in (1.0, 1.3)]
     assert steps[0] != steps[1]  # the new omega was really used
+
+
+def test_auto_selection():
+    auto = js.linear.Auto()
+    big = jnp.zeros(600)
+    pd_function = js.linear.FunctionOperator(lambda v: 2.0 * v, big, tags=("positive_definite",))
+    general_function = js.linear.FunctionOperator(lambda v: 2.0 * v, big)
+    small_function = js.linear.FunctionOperator(lambda v: 2.0 * v, jnp.zeros(5))
+    assert isinstance(auto.select(pd_function), js.linear.CG)
+    assert isinstance(auto.select(general_function), js.linear.GMRES)
+    assert isinstance(auto.select(small_function), js.linear.LU)
+    pd_matrix = js.linear.MatrixOperator(spd_matrix(3), tags=("positive_definite",))
+    assert isinstance(auto.select(pd_matrix), js.linear.Cholesky)
+    assert isinstance(auto.select(js.linear.MatrixOperator(jnp.ones((4, 2)))), js.linear.QR)
+
+
+class _ExplicitInverse(js.linear.AbstractLinearSolver):
+    """A user-defined solver written against the public ABC only."""
+
+    def compute(self, operator, vector):
+        x = jnp.linalg.inv(operator.as_matrix()) @ vector.reshape(-1)
+        return x.reshape(vector.shape), js.RESULTS.successful, {"num_steps": jnp.array(0)}
+
+    def needs_square(self):
+        return True
+
+
+def test_user_defined_solver_is_differentiated_as_a_solve():
+    A, b = _system("general")
+
+    def ours(A, b):
+        return jnp.sum(jnp.sin(js.linear.solve(A, b, _ExplicitInverse()).value))
+
+    def reference(A, b):
+        return jnp.sum(jnp.sin(_reference(A, b)))
+
+    got = jax.jit(jax.grad(ours, argnums=(0, 1)))(A, b)
+    assert tree_allclose(got, jax.grad(reference, argnums=(0, 1))(A, b), rtol=1e-9, atol=1e-12)
