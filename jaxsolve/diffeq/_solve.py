@@ -188,7 +188,7 @@ def solve(
                 f"`max_steps`={max_steps} is less than the {num_steps} constant steps of size "
                 f"dt0={float(dt0)} from t0={float(t0)} to t1={float(t1)}; increase `max_steps`"
             )
-        dt_init, fixed_dt0 = None, float(dt0)
+        dt_init, fixed_dt0 = None, (float(t0), float(t1), float(dt0))
     else:
         num_steps, fixed_dt0 = None, None
         dt_init = None if dt0 is None else jnp.asarray(dt0, dtype)
@@ -253,8 +253,12 @@ def _solve_fixed(
 ):
     """Constant steps on a grid known before tracing: pre-drawn increments, one `lax.scan`."""
     # The last step ends exactly at t1 (shortened if dt0 does not divide t1 - t0).
-    offsets = np.arange(num_steps + 1, dtype=np.float64) * dt0
-    grid = jnp.minimum(t0 + jnp.asarray(offsets, dtype), t1).at[-1].set(t1)
+    # The grid is a compile-time constant (t0, t1 and dt0 are concrete here), so XLA can fold
+    # the index arithmetic of the Brownian tree's descent over it.
+    start, end, step = dt0
+    points = np.minimum(start + np.arange(num_steps + 1, dtype=np.float64) * step, end)
+    points[-1] = end
+    grid = jnp.asarray(points.astype(np.dtype(dtype)))
     increments = terms.brownian.increments(grid) if terms.brownian is not None else None
     state = solver.init(terms, grid[0], grid[1], y0, args)
     want_dense = save_ts is not None
