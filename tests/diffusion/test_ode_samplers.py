@@ -100,7 +100,12 @@ def test_convergence_order_and_point_mass_exactness(name, sampler, order):
 
 
 @pytest.mark.parametrize(
-    "sampler", [D.UniPC(order=2), pytest.param(D.DPMSolver(order=2), marks=pytest.mark.slow)]
+    "sampler",
+    [
+        D.DPMSolverPP(order=2),
+        pytest.param(D.UniPC(order=2), marks=pytest.mark.slow),
+        pytest.param(D.DPMSolver(order=2), marks=pytest.mark.slow),
+    ],
 )
 def test_parameterisations_agree(sampler):
     ts = D.timesteps(SCHED, 8)
