@@ -53,7 +53,7 @@ class ImplicitAdjoint(AbstractAdjoint):
       an unconstrained minimiser and for `least_squares`, matrix-free conjugate gradients on the
       Hessian (symmetric positive definite at a strict minimum; Hessian-vector products only,
       no Jacobian is formed, and the condition number is not squared), with a relative
-      tolerance of 1e-12 in float64 and 1e-6 in float32; otherwise `custom_root`'s default
+      tolerance of 1e-10 in float64 and 1e-6 in float32; otherwise `custom_root`'s default
       (`jaxsolve.linear.Auto`: LU up to 512 unknowns, else GMRES).
 
     The derivative is exact for an exact solution; its error is of the order of the solve's
@@ -74,7 +74,7 @@ class ImplicitAdjoint(AbstractAdjoint):
             tags = ("symmetric", "positive_definite")
             if solve is None:
                 dtype = jnp.result_type(*jax.tree.leaves(y0))
-                tol = 1e-12 if jnp.finfo(dtype).bits >= 64 else 1e-6
+                tol = 1e-10 if jnp.finfo(dtype).bits >= 64 else 1e-6
                 solve = linear.CG(rtol=tol, atol=0.0)
         wrapped = custom_root(optimality, solve=solve, has_aux=True, tags=tags)(primal)
         return wrapped(y0, args)
