@@ -135,8 +135,11 @@ def diffusion_error_vs_nfe(
     t_end: float = 1e-3,
     reference_rtol: float = 1e-10,
     seed: int = 0,
+    samplers: list[str] = [],  # noqa: B006
 ) -> ExperimentOutput:
-    """RMS error of x_0 over `num_samples` noise draws, for each sampler and NFE budget."""
+    """RMS error of x_0 over `num_samples` noise draws, for each sampler and NFE budget.
+
+    `samplers` restricts the run to those names of `sampler_registry()` (empty: all)."""
     jax.config.update("jax_enable_x64", True)
     sched = diffusion.VPLinear()
     mixture = _Mixture(sched)
@@ -148,7 +151,13 @@ def diffusion_error_vs_nfe(
         mixture, x_T, t_start, t_end, reference_rtol
     )
     reference_s = time.perf_counter() - start
-    samplers = sampler_registry()
+    registry = sampler_registry()
+    unknown = [name for name in samplers if name not in registry]
+    if unknown:
+        from ._registry import ConfigError
+
+        raise ConfigError(f"unknown sampler {unknown[0]!r}; available: {', '.join(registry)}")
+    samplers = {k: v for k, v in registry.items() if not samplers or k in samplers}
     table, curves = [], {}
     for name, sampler in samplers.items():
         ctx.status(f"sampler {name}")
