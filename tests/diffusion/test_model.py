@@ -53,6 +53,17 @@ def test_guidance_combines_outputs_affinely():
     t = 0.4
     eps_c, eps_u = datasets[1.0].eps(x, t), datasets[0.0].eps(x, t)
     np.testing.assert_allclose(guided.eps(x, t), eps_u + 2.5 * (eps_c - eps_u), rtol=1e-10)
+    # `sample(..., guidance=...)` samples the guided model; the scale is traced (no retrace).
+    ts = D.timesteps(sched, 4)
+    run = jax.jit(
+        lambda scale: D.sample(
+            D.DDIM(), model, x, ts, guidance=D.Guidance(jnp.asarray(1.0), jnp.asarray(0.0), scale)
+        )
+    )
+    np.testing.assert_allclose(run(2.5), D.sample(D.DDIM(), guided, x, ts), rtol=1e-12)
+    # scale = 1 is the conditional model alone.
+    cond_model = D.Model(lambda x, t: fn(x, t, jnp.asarray(1.0)), sched, prediction="x0")
+    np.testing.assert_allclose(run(1.0), D.sample(D.DDIM(), cond_model, x, ts), rtol=1e-12)
 
 
 def test_bad_model_arguments():
