@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 # Standard deviations of (W, H, K) over an interval of unit length.
-STD = (1.0, 1.0 / np.sqrt(12.0), 1.0 / np.sqrt(720.0))
+STD = (1.0, float(1.0 / np.sqrt(12.0)), float(1.0 / np.sqrt(720.0)))  # python floats: weak types
 
 
 def bc(v, x, cast=True):
@@ -224,7 +224,7 @@ def split_at(parent, h, alpha, normals):
             r = jnp.sqrt(1 - 3 * x)
             chol = [
                 [sqrt_x * r, 0.0],
-                [-a * a * sqrt_x / (2 * r), (np.sqrt(3.0) / 6) * (1 - a) * sqrt_x / r],
+                [-a * a * sqrt_x / (2 * r), float(np.sqrt(3.0) / 6) * (1 - a) * sqrt_x / r],
             ]
         noise = _matvec(chol, normals[:n])
         left = tuple(m + sqrt_h * z for m, z in zip(mean, noise))

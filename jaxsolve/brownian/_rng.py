@@ -53,13 +53,13 @@ def root_key(key):
 def child_keys(keys, which):
     """Child keys of a batch of node keys `(B, 2)`: `which` (B,) is 0 (left) or 1 (right)."""
     y0, y1 = threefry2x32(keys[:, 0], keys[:, 1], which.astype(jnp.uint32), np.uint32(0))
-    return jnp.stack([y0, y1], axis=-1)
+    return lax.optimization_barrier(jnp.stack([y0, y1], axis=-1))
 
 
 def both_child_keys(keys):
     """Both child keys `(left, right)` of a batch of node keys `(B, 2)`."""
     ctr = np.arange(2, dtype=np.uint32)
-    y0, y1 = threefry2x32(keys[:, 0:1], keys[:, 1:2], ctr, np.uint32(0))
+    y0, y1 = lax.optimization_barrier(threefry2x32(keys[:, 0:1], keys[:, 1:2], ctr, np.uint32(0)))
     return jnp.stack([y0[:, 0], y1[:, 0]], -1), jnp.stack([y0[:, 1], y1[:, 1]], -1)
 
 
@@ -84,27 +84,24 @@ def _float64_open(hi, lo):
 def normals(keys, count: int, shape, dtype):
     """`count` arrays of standard normals of `shape` and `dtype` per node key `(B, 2)`.
 
-    In single precision the two output words of a block feed two different arrays (arrays
-    `2j` and `2j+1` share counters); in double precision a block gives one normal. No
-    concatenation, so that hashing, conversion and use fuse well.
+    One hash call per node covers every block. In single precision both output words of a
+    block are used (array `i` takes word `i // groups` of block group `i % groups`); in double
+    precision a block gives one normal. The inverse error function runs once on all of them,
+    and its output is materialised (`optimization_barrier`): otherwise XLA would fuse, and so
+    recompute, the cipher and the inverse error function into every consumer.
     """
     size = int(math.prod(shape))
     batch = keys.shape[0]
-    k0, k1 = keys[:, 0:1], keys[:, 1:2]
     wide = np.dtype(dtype) == np.float64
     compute = np.float64 if wide else np.float32
-    out = []
-    for j in range(count if wide else (count + 1) // 2):
-        start = FIRST_NORMAL_COUNTER + j * size
-        ctr = np.arange(start, start + size, dtype=np.uint32)
-        y0, y1 = threefry2x32(k0, k1, ctr, np.uint32(0))
-        if wide:
-            out.append(_float64_open(y0, y1))
-        else:
-            out.append(_float32_open(y0))
-            if len(out) < count:
-                out.append(_float32_open(y1))
-    z = tuple(_normal_from_uniform(u, compute, dtype).reshape((batch, *shape)) for u in out)
-    # Materialise the normals once: otherwise XLA fuses the (costly) inverse error function
-    # into each of its consumers and evaluates it several times.
-    return lax.optimization_barrier(z)
+    groups = count if wide else (count + 1) // 2
+    ctr = np.arange(FIRST_NORMAL_COUNTER, FIRST_NORMAL_COUNTER + groups * size, dtype=np.uint32)
+    y0, y1 = lax.optimization_barrier(threefry2x32(keys[:, 0:1], keys[:, 1:2], ctr, np.uint32(0)))
+    if wide:
+        u = _float64_open(y0, y1).reshape((batch, count, size))
+    else:
+        words = jnp.stack([y0, y1], axis=1).reshape((batch, 2 * groups, size))[:, :count]
+        u = _float32_open(words)
+    z = _normal_from_uniform(lax.optimization_barrier(u), compute, dtype)
+    z = lax.optimization_barrier(z)
+    return tuple(z[:, i].reshape((batch, *shape)) for i in range(count))

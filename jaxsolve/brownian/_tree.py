@@ -400,13 +400,10 @@ def _descend(key, taus, n, depth, shape, dtype, share: bool):
     pairs = _Pairs(zeros, zlen, zeros, zlen, zeros, jnp.zeros((num - 1,), bool))
     idx = jnp.zeros((num,), jnp.int32)
 
-    dense_levels = 0
-    if share:
-        pairs = _boundary_finish(
-            pairs, taus, idx, 0, tuple(jnp.broadcast_to(x, (num, *shape)) for x in nodes)
-        )
-        # Top of the tree: every node of the level at once, drawn once for all queries.
-        dense_levels = min(depth, max(0, int(math.floor(math.log2(num)))))
+    # Top of the tree (with `share`): every node of a level at once, drawn once for all queries.
+    # A point on a node boundary stays on one at every deeper level, so boundary pairs are
+    # finished once the dense part is done.
+    dense_levels = min(depth, int(math.floor(math.log2(num)))) if share else 0
     for level in range(dense_levels):
         half = jnp.ldexp(jnp.ones((), tdtype), -(level + 1))
         left, right = _bisect(nodes, node_keys, level, shape, dtype, maps)
@@ -421,13 +418,15 @@ def _descend(key, taus, n, depth, shape, dtype, share: bool):
         )
         node_keys = jnp.stack([k_left, k_right], axis=1).reshape((-1, 2))
         idx = 2 * idx + go_right.astype(jnp.int32)
-        pairs = _boundary_finish(
-            pairs, taus, idx, level + 1, _levy.where(go_right, right_bar, left_bar)
-        )
 
     # Below: each query descends on its own.
     slot_nodes = tuple(x[idx] for x in nodes)
     slot_keys = node_keys[idx]
+    if share:
+        h = jnp.ldexp(jnp.ones((), tdtype), -dense_levels)
+        pairs = _boundary_finish(
+            pairs, taus, idx, dense_levels, _levy.to_bar(slot_nodes, jnp.full((num,), h))
+        )
 
     def body(carry):
         level, idx, slot_nodes, slot_keys, pairs = carry
@@ -446,15 +445,18 @@ def _descend(key, taus, n, depth, shape, dtype, share: bool):
             )
         return level + 1, idx, slot_nodes, slot_keys, pairs
 
+    # Hide the trip count from XLA: with a known small count it unrolls the loop, multiplying
+    # compile time for no run-time gain.
+    bound = lax.optimization_barrier(jnp.asarray(depth, jnp.int32))
     if share:
 
         def cond(carry):
-            return (carry[0] < depth) & ~jnp.all(carry[4].finished)
+            return (carry[0] < bound) & ~jnp.all(carry[4].finished)
 
     else:
 
         def cond(carry):
-            return carry[0] < depth
+            return carry[0] < bound
 
     carry = (jnp.asarray(dense_levels, jnp.int32), idx, slot_nodes, slot_keys, pairs)
     level, idx, slot_nodes, slot_keys, pairs = lax.while_loop(cond, body, carry)
