@@ -114,7 +114,8 @@ def sample(
 
 
 def run_steps(sampler, model, state, ts):
-    """Run all steps of `ts` from `state` (no validation); a building block for other drivers."""
+    """Run all steps of `ts` from `state` (no validation); a building block for other drivers
+    (`invert`)."""
 
     def body(state, i):
         return sampler.step(model, state, i, ts), None
