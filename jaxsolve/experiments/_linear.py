@@ -132,6 +132,7 @@ def learning_to_relax(
     learning_rate: float = 4.0,
     baseline: float = 0.5,
     num_seeds: int = 20,
+    context_bins: int = 6,
     seed: int = 0,
 ) -> ExperimentOutput:
     """Systems `(L + c_t I) x = b_t` with `L` the 2-D Poisson matrix (grid x grid interior),
@@ -139,7 +140,8 @@ def learning_to_relax(
     grid is run on every system (the cost table); the bandit sees only the cost (SOR
     iterations) of the omega it plays, system by system. Costs are normalised into [0, 1] by
     `max_cost` (clipped above; 0 means `max_steps`); `learning_rate` and `baseline` are the
-    bandit's (see `OmegaBandit`)."""
+    bandit's (see `OmegaBandit`). The contextual variant sees the shift `c_t` too and keeps
+    one bandit per each of `context_bins` equal bins of [0, max_shift]."""
     dtype = jnp.float32
     key_shift, key_b, key_bandit = jax.random.split(jax.random.key(seed), 3)
     laplacian = _poisson_matrix(grid, dtype)
@@ -180,10 +182,28 @@ def learning_to_relax(
         keys = jax.random.split(key, costs.shape[0])
         return lax.scan(round_, bandit.init(), (keys, costs))[1]
 
-    ctx.status(f"bandit over {num_seeds} seeds")
-    runs = [play(k, jnp.asarray(costs)) for k in jax.random.split(key_bandit, num_seeds)]
+    edges = jnp.linspace(0.0, max_shift, context_bins + 1, dtype=dtype)[1:-1]
+    contextual = linear.ContextualOmegaBandit(omegas, edges, normaliser, learning_rate, baseline)
+
+    @jax.jit
+    def play_contextual(key, costs, shifts):
+        def round_(state, inputs):
+            key, row, shift = inputs
+            arm, probs = contextual.propose(state, shift, key)
+            cost = row[arm]
+            return contextual.update(state, shift, arm, cost, probs), cost
+
+        keys = jax.random.split(key, costs.shape[0])
+        return lax.scan(round_, contextual.init(), (keys, costs, shifts))[1]
+
+    ctx.status(f"bandits over {num_seeds} seeds")
+    seeds = jax.random.split(key_bandit, num_seeds)
+    runs = [play(k, jnp.asarray(costs)) for k in seeds]
     bandit_costs = np.stack([np.asarray(c) for c, _ in runs]).astype(float)  # (seeds, T)
     bandit_arms = np.stack([np.asarray(a) for _, a in runs])
+    contextual_costs = np.stack(
+        [np.asarray(play_contextual(k, jnp.asarray(costs), shifts)) for k in seeds]
+    ).astype(float)
 
     totals = costs.sum(axis=0).astype(float)  # per fixed omega
     best_arm = int(np.argmin(totals))
@@ -191,6 +211,7 @@ def learning_to_relax(
     instance_optimal = costs.min(axis=1).astype(float)
     uniform = costs.mean(axis=1).astype(float)  # expected cost of a uniformly random omega
     bandit_total = bandit_costs.sum(axis=1)
+    contextual_total = contextual_costs.sum(axis=1)
 
     rounds = np.arange(1, num_systems + 1)
 
@@ -201,6 +222,10 @@ def learning_to_relax(
         ctx.path("learning_to_relax_average_iterations.png"),
         {
             "bandit (mean of seeds)": (rounds, running_mean(bandit_costs).mean(axis=0)),
+            f"contextual bandit, {context_bins} bins": (
+                rounds,
+                running_mean(contextual_costs).mean(axis=0),
+            ),
             f"best fixed omega={float(omegas[best_arm]):.3f}": (rounds, running_mean(best_fixed)),
             "instance-optimal omega": (rounds, running_mean(instance_optimal)),
             "uniformly random omega": (rounds, running_mean(uniform)),
@@ -235,6 +260,10 @@ def learning_to_relax(
             "policy": f"Tsallis-INF bandit (mean of {num_seeds} seeds)",
             "total_iterations": int(round(bandit_total.mean())),
         },
+        {
+            "policy": f"contextual bandit, {context_bins} shift bins (mean of {num_seeds} seeds)",
+            "total_iterations": int(round(contextual_total.mean())),
+        },
     ]
     summary = {
         "best_fixed_omega": float(omegas[best_arm]),
@@ -244,6 +273,10 @@ def learning_to_relax(
         "bandit_over_best_fixed": float(bandit_total.mean() / best_fixed.sum()),
         "bandit_over_best_fixed_first_quarter": float(early_ratio),
         "bandit_over_best_fixed_last_quarter": float(late_ratio),
+        "contextual_over_best_fixed": float(contextual_total.mean() / best_fixed.sum()),
+        "contextual_over_best_fixed_last_quarter": float(
+            contextual_costs[:, -quarter:].sum(axis=1).mean() / best_fixed[-quarter:].sum()
+        ),
         "uniform_over_best_fixed": float(uniform.sum() / best_fixed.sum()),
         "instance_optimal_over_best_fixed": float(instance_optimal.sum() / best_fixed.sum()),
         "bandit_plays_best_arm_last_quarter": float(np.mean(bandit_arms[:, -quarter:] == best_arm)),

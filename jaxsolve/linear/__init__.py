@@ -2,7 +2,8 @@
 
 `solve(A, b, solver)` with `A` a matrix, a function `v -> A v` or an operator; solvers `LU`,
 `Cholesky`, `QR`, `CG`, `GMRES`, `BiCGStab`, `SOR`, `SSOR`, `Auto`; and the "Learning to Relax"
-tuner `OmegaBandit` for SOR's relaxation factor across a sequence of systems.
+tuners `OmegaBandit` and `ContextualOmegaBandit` for SOR's relaxation factor across a
+sequence of systems.
 """
 
 from ._auto import Auto as Auto
@@ -16,7 +17,11 @@ from ._operator import (
     FunctionOperator as FunctionOperator,
     MatrixOperator as MatrixOperator,
 )
-from ._relax import BanditState as BanditState, OmegaBandit as OmegaBandit
+from ._relax import (
+    BanditState as BanditState,
+    ContextualOmegaBandit as ContextualOmegaBandit,
+    OmegaBandit as OmegaBandit,
+)
 from ._solve import solve as solve
 from ._solver import (
     AbstractIterativeLinearSolver as AbstractIterativeLinearSolver,

@@ -120,3 +120,63 @@ class OmegaBandit(eqx.Module):
         correction = (loss - baseline) / probabilities[arm]
         estimate = jnp.full_like(self.omegas, baseline).at[arm].add(correction)
         return BanditState(state.loss_estimates + estimate, state.num_rounds + 1)
+
+
+class ContextualOmegaBandit(eqx.Module):
+    """The contextual variant: one Tsallis-INF bandit per bin of a scalar context (for example
+    the diagonal shift `c` of systems `A + c I`), so that omega can follow the context.
+
+    With a context that predicts the best omega, the total number of iterations can fall below
+    that of the best *fixed* omega, towards the instance-optimal one; each bin learns from the
+    rounds whose context falls in it.
+
+    **Arguments:**
+
+    - `omegas`, `max_cost`, `learning_rate`, `baseline`: as `OmegaBandit`.
+    - `bin_edges`: the increasing 1-D inner edges of the context bins (`len + 1` bins).
+
+    **Example:** `bandit.propose(state, context, key)`, then
+    `bandit.update(state, context, arm, num_steps, probabilities)`.
+    """
+
+    base: OmegaBandit
+    bin_edges: jax.Array
+
+    def __init__(self, omegas, bin_edges, max_cost, learning_rate=4.0, baseline=0.5):
+        self.base = OmegaBandit(omegas, max_cost, learning_rate, baseline)
+        bin_edges = jnp.asarray(bin_edges)
+        if bin_edges.ndim != 1:
+            raise ValueError(f"`bin_edges` must be 1-D, got shape {bin_edges.shape}")
+        self.bin_edges = bin_edges
+
+    @property
+    def omegas(self) -> jax.Array:
+        return self.base.omegas
+
+    def init(self) -> BanditState:
+        num_bins = self.bin_edges.shape[0] + 1
+        zeros = jnp.zeros((num_bins, self.omegas.shape[0]), self.omegas.dtype)
+        return BanditState(zeros, jnp.zeros((num_bins,), jnp.int32))
+
+    def _bin(self, context):
+        return jnp.searchsorted(self.bin_edges, context)
+
+    def _bin_state(self, state: BanditState, index) -> BanditState:
+        return BanditState(state.loss_estimates[index], state.num_rounds[index])
+
+    def probabilities(self, state: BanditState, context) -> jax.Array:
+        """The distribution over arms for a round with this context."""
+        return self.base.probabilities(self._bin_state(state, self._bin(context)))
+
+    def propose(self, state: BanditState, context, key: jax.Array):
+        """Draw an arm for a round with this context: `(arm_index, probabilities)`."""
+        return self.base.propose(self._bin_state(state, self._bin(context)), key)
+
+    def update(self, state: BanditState, context, arm, cost, probabilities) -> BanditState:
+        """Feed back the cost of the arm played in a round with this context."""
+        index = self._bin(context)
+        new = self.base.update(self._bin_state(state, index), arm, cost, probabilities)
+        return BanditState(
+            state.loss_estimates.at[index].set(new.loss_estimates),
+            state.num_rounds.at[index].set(new.num_rounds.astype(state.num_rounds.dtype)),
+        )

@@ -69,3 +69,28 @@ def test_bad_grid():
         js.linear.OmegaBandit(jnp.array([0.5, 2.5]), max_cost=10.0)
     with pytest.raises(ValueError, match="`omegas`"):
         js.linear.OmegaBandit(jnp.array([1.0]), max_cost=10.0)
+
+
+def test_contextual_bandit_learns_a_different_arm_per_context():
+    # Two contexts with opposite best arms: a single bandit cannot serve both, the
+    # contextual one learns each.
+    num_rounds = 3000
+    omegas = jnp.array([1.0, 1.3, 1.6, 1.9])
+    mean_costs = jnp.array([[20.0, 35.0, 50.0, 60.0], [60.0, 50.0, 35.0, 20.0]])
+    bandit = js.linear.ContextualOmegaBandit(omegas, jnp.array([0.5]), max_cost=60.0)
+
+    @jax.jit
+    def run(key):
+        def round_(state, key):
+            key_context, key_arm = jax.random.split(key)
+            context = jax.random.bernoulli(key_context).astype(jnp.float64)
+            arm, probs = bandit.propose(state, context, key_arm)
+            cost = mean_costs[context.astype(jnp.int32), arm]
+            return bandit.update(state, context, arm, cost, probs), None
+
+        return lax.scan(round_, bandit.init(), jax.random.split(key, num_rounds))[0]
+
+    state = run(jax.random.key(2))
+    assert int(jnp.argmax(bandit.probabilities(state, 0.0))) == 0
+    assert int(jnp.argmax(bandit.probabilities(state, 1.0))) == 3
+    assert int(jnp.sum(state.num_rounds)) == num_rounds
