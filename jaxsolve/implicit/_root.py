@@ -87,6 +87,10 @@ def _implicit_identity_jvp(primals, tangents, *, solve, tags):
         for leaf, t in zip(leaves, t_leaves, strict=True)
     ]
     inputs = jax.tree.unflatten(treedef, leaves)
+    # The root as a function of the inputs *through this rule*: an identity now, but when the
+    # rule itself is differentiated (second order) the Jacobian and right-hand side below see
+    # x*'s own dependence on the inputs instead of a constant.
+    x_star = _implicit_identity(x_star, *inputs, solve=solve, tags=tags)
 
     def residual_of(diff_leaves):
         full = list(leaves)
@@ -183,7 +187,7 @@ def custom_root(
     passed through unchanged. The solver's iterations are never differentiated: it can use
     `lax.while_loop`, and memory does not grow with its number of steps. Works under `jit`
     and `vmap`, in forward mode (`jax.jvp`, `jax.jacfwd`) and reverse mode (`jax.grad`,
-    `jax.jacrev`), and to higher order through the rule.
+    `jax.jacrev`), and to higher order (the rule differentiates itself).
 
     **Arguments:**
 

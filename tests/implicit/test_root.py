@@ -104,6 +104,15 @@ def test_cube_root_under_vmap_and_jit():
     )
     for derivative in scalar_modes():
         np.testing.assert_allclose(derivative, 1.0 / 12.0, rtol=1e-12)
+    # Second order: the rule differentiates itself (d^2 a^(1/3) / da^2 = -2/9 a^(-5/3)).
+    second = jax.jit(
+        lambda a: (
+            jax.grad(jax.grad(cube_root, argnums=1), argnums=1)(jnp.asarray(1.0), a),
+            jax.jacfwd(jax.jacrev(cube_root, argnums=1), argnums=1)(jnp.asarray(1.0), a),
+        )
+    )(jnp.asarray(8.0))
+    for derivative in second:
+        np.testing.assert_allclose(derivative, -2.0 / 9.0 * 8.0 ** (-5.0 / 3.0), rtol=1e-10)
     jac = jax.jit(jax.jacfwd(cube_root, argnums=1))(jnp.ones(4), a)  # elementwise root: diagonal
     np.testing.assert_allclose(jac, jnp.diag(1.0 / (3.0 * jnp.cbrt(a) ** 2)), rtol=1e-12)
 
