@@ -183,12 +183,10 @@ class LBFGSDescent(AbstractDescent):
             jnp.vdot(s, s) * jnp.vdot(grad_diff, grad_diff)
         )
         k = count % self.history_size
-        new = (
-            s_hist.at[k].set(s),
-            y_hist.at[k].set(grad_diff),
-            rho.at[k].set(1.0 / jnp.where(good, sy, 1.0)),
-            count + 1,
-        )
-        return tuple(
-            jnp.where(good, a, b) for a, b in zip(new, (s_hist, y_hist, rho, count), strict=True)
+        # Only row k changes: select on that row rather than on the whole history.
+        return (
+            s_hist.at[k].set(jnp.where(good, s, s_hist[k])),
+            y_hist.at[k].set(jnp.where(good, grad_diff, y_hist[k])),
+            rho.at[k].set(jnp.where(good, 1.0 / jnp.where(good, sy, 1.0), rho[k])),
+            jnp.where(good, count + 1, count),
         )

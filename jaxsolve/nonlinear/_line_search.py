@@ -176,13 +176,19 @@ class StrongWolfe(AbstractLineSearch):
             next_t = jnp.where(bracketed, zoom_t, expand * t)
             return _WolfeCarry(next_t, lo, f_lo, dphi_lo, g_lo, hi, f_hi, done)
 
-        out = bounded_while_loop(
-            lambda c: ~c.done,
-            body,
-            init,
-            max_steps=self.max_steps,
-            kind=options.get("loop_kind", "lax"),
-        )
-        c = out.value
+        # The first trial usually succeeds (quasi-Newton steps): run it outside the loop so
+        # that the loop is entered only when the step must be expanded or zoomed.
+        first = body(init)
+        if self.max_steps > 1:
+            out = bounded_while_loop(
+                lambda c: ~c.done,
+                body,
+                first,
+                max_steps=self.max_steps - 1,
+                kind=options.get("loop_kind", "lax"),
+            )
+            c, num_evals = out.value, out.num_steps + 1
+        else:
+            c, num_evals = first, jnp.array(1)
         ok = c.done | (c.lo > 0)
-        return LineSearchResult(c.lo, y + c.lo * direction, c.f_lo, c.g_lo, ok, out.num_steps)
+        return LineSearchResult(c.lo, y + c.lo * direction, c.f_lo, c.g_lo, ok, num_evals)
