@@ -28,7 +28,6 @@ SOLVERS = {
     "BiCGStab": (js.linear.BiCGStab(**TIGHT), "general"),
     "SOR": (js.linear.SOR(omega=1.2, **TIGHT), "spd"),
     "SSOR": (js.linear.SSOR(omega=1.2, **TIGHT), "spd"),
-    "Auto": (js.linear.Auto(), "general"),
 }
 
 
@@ -233,6 +232,8 @@ def test_auto_selection():
     pd_matrix = js.linear.MatrixOperator(spd_matrix(3), tags=("positive_definite",))
     assert isinstance(auto.select(pd_matrix), js.linear.Cholesky)
     assert isinstance(auto.select(js.linear.MatrixOperator(jnp.ones((4, 2)))), js.linear.QR)
+    A, b = _system("general")
+    assert tree_allclose(js.linear.solve(A, b, auto).value, _reference(A, b), rtol=1e-10)
 
 
 class _ExplicitInverse(js.linear.AbstractLinearSolver):
