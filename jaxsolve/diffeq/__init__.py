@@ -17,6 +17,12 @@ from ._controller import (
     ConstantStep as ConstantStep,
     PIDController as PIDController,
 )
+from ._langevin import (
+    ALIGN as ALIGN,
+    QUICSORT as QUICSORT,
+    ShOULD as ShOULD,
+    UnderdampedLangevinTerm as UnderdampedLangevinTerm,
+)
 from ._rk import (
     RK4 as RK4,
     AbstractExplicitRK as AbstractExplicitRK,
