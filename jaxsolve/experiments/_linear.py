@@ -297,9 +297,12 @@ def _ridge_data(seed, num_train, num_val, num_features, dtype):
     w_true = rng.normal(size=num_features) * (rng.uniform(size=num_features) < 0.2)
     X_train = rng.normal(size=(num_train, num_features))
     X_val = rng.normal(size=(num_val, num_features))
+    X_test = rng.normal(size=(2000, num_features))
     y_train = X_train @ w_true + 0.5 * rng.normal(size=num_train)
     y_val = X_val @ w_true + 0.5 * rng.normal(size=num_val)
-    return tuple(np.asarray(a, np.float64) for a in (X_train, y_train, X_val, y_val)), dtype
+    y_test = X_test @ w_true + 0.5 * rng.normal(size=2000)
+    arrays = (X_train, y_train, X_val, y_val, X_test, y_test)
+    return tuple(np.asarray(a, np.float64) for a in arrays), dtype
 
 
 def _optimality(w, log_lam, X, y):
@@ -359,8 +362,10 @@ def hyperparam_implicit(
     import optax
 
     dtype = jnp.float32
-    (X64, y64, Xv64, yv64), _ = _ridge_data(seed, num_train, num_val, num_features, dtype)
-    X, y, Xv, yv = (jnp.asarray(a, dtype) for a in (X64, y64, Xv64, yv64))
+    (X64, y64, Xv64, yv64, Xt64, yt64), _ = _ridge_data(
+        seed, num_train, num_val, num_features, dtype
+    )
+    X, y, Xv, yv, Xt, yt = (jnp.asarray(a, dtype) for a in (X64, y64, Xv64, yv64, Xt64, yt64))
     log_lam0 = jnp.full((num_features,), np.log(0.1), dtype)
     w_init = jnp.zeros((num_features,), dtype)
 
@@ -433,6 +438,10 @@ def hyperparam_implicit(
     def val_objective(log_lam):
         return _val_loss(inner_implicit(w_init, log_lam, X, y), Xv, yv)
 
+    @jax.jit
+    def test_loss(log_lam):  # held out: the hyperparameters never see it
+        return _val_loss(inner_implicit(w_init, log_lam, X, y), Xt, yt)
+
     optimiser = optax.adam(outer_learning_rate)
 
     @jax.jit
@@ -454,6 +463,9 @@ def hyperparam_implicit(
     scalar_losses = [
         float(val_objective(jnp.full((num_features,), np.log(lam), dtype))) for lam in scalar_grid
     ]
+    best_scalar = jnp.full(
+        (num_features,), np.log(scalar_grid[int(np.argmin(scalar_losses))]), dtype
+    )
 
     by_mode = {mode: [r for r in table if r["mode"] == mode] for mode in ("unrolled", "implicit")}
     steps_axis = np.asarray(inner_steps, float)
@@ -493,7 +505,7 @@ def hyperparam_implicit(
                 [min(scalar_losses)] * 2,
             ),
         },
-        title="Validation loss during hyperparameter optimisation (implicit hypergradients)",
+        title="Validation loss, Adam on implicit hypergradients",
         xlabel="outer step",
         ylabel="validation loss",
     )
@@ -512,6 +524,9 @@ def hyperparam_implicit(
         "final_validation_loss": final_loss,
         "best_scalar_lambda_validation_loss": min(scalar_losses),
         "best_scalar_lambda": float(scalar_grid[int(np.argmin(scalar_losses))]),
+        "test_loss_initial": float(test_loss(log_lam0)),
+        "test_loss_per_feature": float(test_loss(log_lam)),
+        "test_loss_best_scalar": float(test_loss(best_scalar)),
     }
     return ExperimentOutput(
         table=table, summary=summary, plots=[plot_memory, plot_error, plot_outer]
