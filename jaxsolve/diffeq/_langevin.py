@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._core import check_same_structure
 from ._solver import AbstractSolver, DenseInfo, StepOutput
@@ -117,7 +118,7 @@ class UnderdampedLangevinTerm(AbstractTerm):
             raise TypeError(f"`grad_f` must be callable, got {type(self.grad_f).__name__}")
         for name in ("gamma", "u"):
             for leaf in jax.tree.leaves(getattr(self, name)):
-                if not isinstance(leaf, jax.core.Tracer) and bool(jnp.any(jnp.asarray(leaf) <= 0)):
+                if not isinstance(leaf, jax.core.Tracer) and bool(np.any(np.asarray(leaf) <= 0)):
                     raise ValueError(f"`{name}` must be positive, got {leaf}")
 
     def validate(self, t0, y0, args):
