@@ -155,6 +155,9 @@ def solve(
             "with a PIDController; use constant steps, or an adaptive solver (Heun, Midpoint, "
             "Bosh3, Dopri5, Tsit5 for ODEs; Heun, SRA1, ShARK, SPaRK for SDEs)"
         )
+    # Whether the step grid is known before tracing is decided on the inputs as given: inside
+    # the caller's `jit`, even `jnp.asarray(0.0)` is a tracer.
+    times_given = (t0, t1, dt0)
     t0 = jnp.asarray(t0, dtype)
     t1 = jnp.asarray(t1, dtype)
     terms.validate(t0, y0, args)
@@ -178,30 +181,35 @@ def solve(
         lambda x: jnp.asarray(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x,
         args,
     )
-    fixed_grid = constant and all(_is_concrete(x) for x in (t0, t1, dt0))
+    fixed_grid = constant and all(_is_concrete(x) for x in times_given)
     if fixed_grid:
-        span = float(t1) - float(t0)
+        t0_value, t1_value = float(times_given[0]), float(times_given[1])
+        span = t1_value - t0_value
         ratio = span / float(dt0)
         num_steps = max(1, int(np.ceil(ratio * (1 - 1e-10))))
         if num_steps > max_steps:
             raise ValueError(
                 f"`max_steps`={max_steps} is less than the {num_steps} constant steps of size "
-                f"dt0={float(dt0)} from t0={float(t0)} to t1={float(t1)}; increase `max_steps`"
+                f"dt0={float(dt0)} from t0={t0_value} to t1={t1_value}; increase `max_steps`"
             )
-        dt_init, fixed_dt0 = None, (float(t0), float(t1), float(dt0))
+        dt_init, fixed_dt0 = None, (t0_value, t1_value, float(dt0))
+        grid = _fixed_grid(fixed_dt0, num_steps, dtype)
+        # Drawn here, outside the compiled core, so that inside the caller's `jit` the tree's
+        # own constants (t0, t1, depth) stay constants and its descent is folded by XLA.
+        increments = terms.brownian.increments(grid) if stochastic else None
     else:
-        num_steps, fixed_dt0 = None, None
+        num_steps, fixed_dt0, increments = None, None, None
         dt_init = None if dt0 is None else jnp.asarray(dt0, dtype)
     return _run(
         terms, solver, controller, adjoint, saveat, meter, t0, t1, y0, dt_init, args, save_ts,
-        num_steps=num_steps, fixed_dt0=fixed_dt0, max_steps=max_steps, eorder=eorder, throw=throw,
+        increments, num_steps=num_steps, fixed_dt0=fixed_dt0, max_steps=max_steps, eorder=eorder, throw=throw,
     )  # fmt: skip
 
 
 @eqx.filter_jit
 def _run(
     terms, solver, controller, adjoint, saveat, meter, t0, t1, y0, dt_init, args, save_ts,
-    *, num_steps, fixed_dt0, max_steps, eorder, throw,
+    increments, *, num_steps, fixed_dt0, max_steps, eorder, throw,
 ):  # fmt: skip
     """The traced part of `solve`, compiled once per static configuration (and inlined when
     `solve` is called inside the user's `jit`)."""
@@ -209,7 +217,7 @@ def _run(
     if num_steps is not None:
         sol = _solve_fixed(
             terms, solver, t0, t1, y0, fixed_dt0, num_steps, args, saveat, save_ts, adjoint,
-            meter, dtype,
+            meter, dtype, increments,
         )  # fmt: skip
     else:
         if dt_init is None:
@@ -248,18 +256,21 @@ def _initial_dt(terms, t0, t1, y0, args, controller: PIDController, eorder):
     return jnp.minimum(jnp.minimum(100 * h0, h1), t1 - t0)
 
 
-def _solve_fixed(
-    terms, solver, t0, t1, y0, dt0, num_steps, args, saveat, save_ts, adjoint, meter, dtype
-):
-    """Constant steps on a grid known before tracing: pre-drawn increments, one `lax.scan`."""
-    # The last step ends exactly at t1 (shortened if dt0 does not divide t1 - t0).
-    # The grid is a compile-time constant (t0, t1 and dt0 are concrete here), so XLA can fold
-    # the index arithmetic of the Brownian tree's descent over it.
-    start, end, step = dt0
+def _fixed_grid(times, num_steps, dtype):
+    """The constant-step grid t0, t0 + dt0, ..., t1 (the last step shortened to end at t1), as
+    a compile-time constant."""
+    start, end, step = times
     points = np.minimum(start + np.arange(num_steps + 1, dtype=np.float64) * step, end)
     points[-1] = end
-    grid = jnp.asarray(points.astype(np.dtype(dtype)))
-    increments = terms.brownian.increments(grid) if terms.brownian is not None else None
+    return jnp.asarray(points.astype(np.dtype(dtype)))
+
+
+def _solve_fixed(
+    terms, solver, t0, t1, y0, times, num_steps, args, saveat, save_ts, adjoint, meter, dtype,
+    increments,
+):  # fmt: skip
+    """Constant steps on a grid known before tracing: pre-drawn increments, one `lax.scan`."""
+    grid = _fixed_grid(times, num_steps, dtype)
     state = solver.init(terms, grid[0], grid[1], y0, args)
     want_dense = save_ts is not None
     span = t1 - t0
