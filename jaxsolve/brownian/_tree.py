@@ -428,8 +428,21 @@ def _descend(key, taus, n, depth, shape, dtype, share: bool):
             pairs, taus, idx, dense_levels, _levy.to_bar(slot_nodes, jnp.full((num,), h))
         )
 
+    # Without `share` no pair finishes before the leaves, so `result` and `finished` stay out
+    # of the loop carry (smaller carry, less copying per level).
+    fixed = (pairs.result, pairs.finished)
+
+    def pack(pairs):
+        accumulators = (pairs.suffix, pairs.suffix_len, pairs.prefix, pairs.prefix_len)
+        return accumulators + ((pairs.result, pairs.finished) if share else ())
+
+    def unpack(packed):
+        rest = packed[4:] if share else fixed
+        return _Pairs(*packed[:4], *rest)
+
     def body(carry):
-        level, idx, slot_nodes, slot_keys, pairs = carry
+        level, idx, slot_nodes, slot_keys, packed = carry
+        pairs = unpack(packed)
         half = jnp.ldexp(jnp.ones((), tdtype), -(level + 1))
         left, right = _bisect(slot_nodes, slot_keys, level, shape, dtype, maps)
         go_right = taus >= (idx.astype(tdtype) * 2 + 1) * half
@@ -443,7 +456,7 @@ def _descend(key, taus, n, depth, shape, dtype, share: bool):
             pairs = _boundary_finish(
                 pairs, taus, idx, level + 1, _levy.where(go_right, right_bar, left_bar)
             )
-        return level + 1, idx, slot_nodes, slot_keys, pairs
+        return level + 1, idx, slot_nodes, slot_keys, pack(pairs)
 
     # Hide the trip count from XLA: with a known small count it unrolls the loop, multiplying
     # compile time for no run-time gain.
@@ -451,15 +464,16 @@ def _descend(key, taus, n, depth, shape, dtype, share: bool):
     if share:
 
         def cond(carry):
-            return (carry[0] < bound) & ~jnp.all(carry[4].finished)
+            return (carry[0] < bound) & ~jnp.all(carry[4][5])
 
     else:
 
         def cond(carry):
             return carry[0] < bound
 
-    carry = (jnp.asarray(dense_levels, jnp.int32), idx, slot_nodes, slot_keys, pairs)
-    level, idx, slot_nodes, slot_keys, pairs = lax.while_loop(cond, body, carry)
+    carry = (jnp.asarray(dense_levels, jnp.int32), idx, slot_nodes, slot_keys, pack(pairs))
+    level, idx, slot_nodes, slot_keys, packed = lax.while_loop(cond, body, carry)
+    pairs = unpack(packed)
 
     # At the leaves: the exact conditional law of the two pieces at the query time.
     def leaf(pairs):
