@@ -208,3 +208,35 @@ def test_tree_scan_equals_loop_and_strong_order():
     assert int(jnp.sum(rejected)) > 0
     assert _rms(tight - reference) < 0.3 * _rms(loose - reference)
     assert float(jnp.mean(steps_tight)) > float(jnp.mean(steps_loose))
+
+
+class _GridOnlyPath(js.brownian.AbstractBrownianPath):
+    """Answers `increments(grid)` correctly and single queries with NaN: a fixed-step solve that
+    fell back to per-step queries returns NaN."""
+
+    inner: GridBrownianPath
+    t0: float = 0.0
+    t1: float = 1.0
+    shape: tuple = (2,)
+    levy_area: str = "space-time"
+
+    def increment(self, s, t):
+        return jax.tree.map(lambda x: x * jnp.nan, self.inner.increment(s, t))
+
+    def increments(self, ts):
+        return self.inner.increments(ts)
+
+    def evaluate(self, t):
+        return self.inner.evaluate(t)
+
+
+def test_fixed_steps_pre_draw_increments_under_jit():
+    @jax.jit
+    def run(key):
+        path = _GridOnlyPath(_grid_path(key))
+        return d.solve(_additive_term(path), d.ShARK(), 0.0, 1.0, Y0, dt0=1 / 16, throw=False)
+
+    plain = d.solve(_additive_term(_grid_path(KEYS[2])), d.ShARK(), 0.0, 1.0, Y0, dt0=1 / 16)
+    sol = run(KEYS[2])
+    assert sol.result == js.RESULTS.successful
+    np.testing.assert_allclose(sol.ys[-1], plain.ys[-1], rtol=1e-12)
