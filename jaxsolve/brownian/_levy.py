@@ -226,11 +226,23 @@ def split_at(parent, h, alpha, normals):
                 [sqrt_x * r, 0.0],
                 [-a * a * sqrt_x / (2 * r), float(np.sqrt(3.0) / 6) * (1 - a) * sqrt_x / r],
             ]
-        noise = _matvec(chol, normals[:n])
-        left = tuple(m + sqrt_h * z for m, z in zip(mean, noise))
+        if isinstance(normals, tuple):
+            noise = _matvec(chol, normals[:n])
+        else:
+            # Normals stacked as (B, n, ...): a batched matrix product, which XLA does not
+            # fuse with (and so does not recompute) the normals' inverse error function.
+            batch = normals.shape[0]
+            mat = jnp.stack(
+                [jnp.stack([jnp.broadcast_to(jnp.asarray(c, dtype), (batch,)) for c in row], -1)
+                 for row in chol], -2,
+            )  # fmt: skip
+            noise = jnp.einsum("bij,bj...->ib...", mat, normals[:, :n])
+        left = tuple(m + sqrt_h * noise[i] for i, m in enumerate(mean))
     else:
         m1, m2 = chen_matrices(a, n)
         sqrt_a, sqrt_b = bc(jnp.sqrt(a), parent[0]), bc(jnp.sqrt(1 - a), parent[0])
+        if not isinstance(normals, tuple):
+            normals = tuple(normals[:, i] for i in range(normals.shape[1]))
         # Unconditional pieces of a unit parent, unbarred relative to their own lengths.
         z1 = tuple(sqrt_a * (STD[i] * normals[i]) for i in range(n))
         z2 = tuple(sqrt_b * (STD[i] * normals[n + i]) for i in range(n))

@@ -81,7 +81,7 @@ def _float64_open(hi, lo):
     return lax.bitcast_convert_type(mantissa, jnp.float64) - 1
 
 
-def normals(keys, count: int, shape, dtype):
+def normals(keys, count: int, shape, dtype, stacked: bool = False):
     """`count` arrays of standard normals of `shape` and `dtype` per node key `(B, 2)`.
 
     One hash call per node covers every block. In single precision both output words of a
@@ -104,4 +104,6 @@ def normals(keys, count: int, shape, dtype):
         u = _float32_open(words)
     z = _normal_from_uniform(lax.optimization_barrier(u), compute, dtype)
     z = lax.optimization_barrier(z)
+    if stacked:
+        return z.reshape((batch, count, *shape))
     return tuple(z[:, i].reshape((batch, *shape)) for i in range(count))

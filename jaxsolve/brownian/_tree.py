@@ -280,12 +280,14 @@ class VirtualBrownianTree(AbstractBrownianPath):
 def _bisect(nodes, keys, level, shape, dtype, maps):
     """Split every node (unbarred, length 2^-level) into its two children (unbarred)."""
     n = len(nodes)
-    normals = _rng.normals(keys, n, shape, dtype)
+    normals = _rng.normals(keys, n, shape, dtype, stacked=True)
     mean_map, noise_map = maps
     scale = jnp.sqrt(jnp.ldexp(jnp.ones((), dtype), -level))
     mean = _levy.apply_constant(mean_map, nodes)
-    noise = _levy.apply_constant(noise_map, normals)
-    children = tuple(m + scale * z for m, z in zip(mean, noise))
+    # A matrix product, not elementwise code: XLA does not fuse its operand into it, so each
+    # normal (an inverse error function) is computed once rather than once per consumer.
+    noise = jnp.einsum("ij,bj...->ib...", jnp.asarray(noise_map, dtype), normals)
+    children = tuple(m + scale * noise[i] for i, m in enumerate(mean))
     return children[:n], children[n:]
 
 
@@ -482,7 +484,7 @@ def _descend(key, taus, n, depth, shape, dtype, share: bool):
         alpha = jnp.clip((taus - start) / h, 0, 1)
         # A leaf is never bisected: its key's randomness goes to the split at the query time.
         count = _levy.leaf_normals_needed(n)
-        normals = _rng.normals(slot_keys, count, shape, dtype)
+        normals = _rng.normals(slot_keys, count, shape, dtype, stacked=True)
         hv = jnp.full((num,), h)
         pre, suf = _levy.split_at(slot_nodes, hv, alpha, normals)
         pre_len = alpha * h
