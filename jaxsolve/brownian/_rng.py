@@ -81,14 +81,15 @@ def _float64_open(hi, lo):
     return lax.bitcast_convert_type(mantissa, jnp.float64) - 1
 
 
-def normals(keys, count: int, shape, dtype, stacked: bool = False):
+def normals(keys, count: int, shape, dtype, stacked: bool = False, child=None):
     """`count` arrays of standard normals of `shape` and `dtype` per node key `(B, 2)`.
 
     One hash call per node covers every block. In single precision both output words of a
     block are used (array `i` takes word `i // groups` of block group `i % groups`); in double
-    precision a block gives one normal. The inverse error function runs once on all of them,
-    and its output is materialised (`optimization_barrier`): otherwise XLA would fuse, and so
-    recompute, the cipher and the inverse error function into every consumer.
+    precision a block gives one normal. The inverse error function runs once on all of them.
+
+    With `child` (B,) of 0/1, the same hash call also yields that child's key (counter
+    `child`), returned first: `(child_keys, normals)`.
     """
     size = int(math.prod(shape))
     batch = keys.shape[0]
@@ -96,7 +97,14 @@ def normals(keys, count: int, shape, dtype, stacked: bool = False):
     compute = np.float64 if wide else np.float32
     groups = count if wide else (count + 1) // 2
     ctr = np.arange(FIRST_NORMAL_COUNTER, FIRST_NORMAL_COUNTER + groups * size, dtype=np.uint32)
+    if child is not None:
+        ctr = jnp.concatenate(
+            [child.astype(jnp.uint32)[:, None], jnp.broadcast_to(ctr, (batch, ctr.shape[0]))], 1
+        )
     y0, y1 = lax.optimization_barrier(threefry2x32(keys[:, 0:1], keys[:, 1:2], ctr, np.uint32(0)))
+    if child is not None:
+        child_keys = jnp.stack([y0[:, 0], y1[:, 0]], axis=-1)
+        y0, y1 = y0[:, 1:], y1[:, 1:]
     if wide:
         u = _float64_open(y0, y1).reshape((batch, count, size))
     else:
@@ -105,5 +113,7 @@ def normals(keys, count: int, shape, dtype, stacked: bool = False):
     z = _normal_from_uniform(lax.optimization_barrier(u), compute, dtype)
     z = lax.optimization_barrier(z)
     if stacked:
-        return z.reshape((batch, count, *shape))
-    return tuple(z[:, i].reshape((batch, *shape)) for i in range(count))
+        z = z.reshape((batch, count, *shape))
+    else:
+        z = tuple(z[:, i].reshape((batch, *shape)) for i in range(count))
+    return z if child is None else (child_keys, z)

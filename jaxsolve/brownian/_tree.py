@@ -277,10 +277,12 @@ class VirtualBrownianTree(AbstractBrownianPath):
 # ----------------------------------------------------------------------------------------------
 
 
-def _bisect(nodes, keys, level, shape, dtype, maps):
-    """Split every node (unbarred, length 2^-level) into its two children (unbarred)."""
+def _bisect(nodes, keys, level, shape, dtype, maps, child=None):
+    """Split every node (unbarred, length 2^-level) into its two children (unbarred); with
+    `child` (0/1 per node) also return that child's key, from the same hash call."""
     n = len(nodes)
-    normals = _rng.normals(keys, n, shape, dtype, stacked=True)
+    drawn = _rng.normals(keys, n, shape, dtype, stacked=True, child=child)
+    child_keys, normals = drawn if child is not None else (None, drawn)
     mean_map, noise_map = maps
     scale = jnp.sqrt(jnp.ldexp(jnp.ones((), dtype), -level))
     mean = _levy.apply_constant(mean_map, nodes)
@@ -288,7 +290,7 @@ def _bisect(nodes, keys, level, shape, dtype, maps):
     # normal (an inverse error function) is computed once rather than once per consumer.
     noise = jnp.einsum("ij,bj...->ib...", jnp.asarray(noise_map, dtype), normals)
     children = tuple(m + scale * noise[i] for i, m in enumerate(mean))
-    return children[:n], children[n:]
+    return children[:n], children[n:], child_keys
 
 
 class _Pairs(eqx.Module):
@@ -408,7 +410,7 @@ def _descend(key, taus, n, depth, shape, dtype, share: bool):
     dense_levels = min(depth, int(math.floor(math.log2(num)))) if share else 0
     for level in range(dense_levels):
         half = jnp.ldexp(jnp.ones((), tdtype), -(level + 1))
-        left, right = _bisect(nodes, node_keys, level, shape, dtype, maps)
+        left, right, _ = _bisect(nodes, node_keys, level, shape, dtype, maps)
         k_left, k_right = _rng.both_child_keys(node_keys)
         go_right = taus >= (idx.astype(tdtype) * 2 + 1) * half
         half_v = jnp.full((num,), half)
@@ -446,13 +448,15 @@ def _descend(key, taus, n, depth, shape, dtype, share: bool):
         level, idx, slot_nodes, slot_keys, packed = carry
         pairs = unpack(packed)
         half = jnp.ldexp(jnp.ones((), tdtype), -(level + 1))
-        left, right = _bisect(slot_nodes, slot_keys, level, shape, dtype, maps)
         go_right = taus >= (idx.astype(tdtype) * 2 + 1) * half
+        left, right, next_keys = _bisect(
+            slot_nodes, slot_keys, level, shape, dtype, maps, child=go_right
+        )
         half_v = jnp.full((num,), half)
         left_bar, right_bar = _levy.to_bar(left, half_v), _levy.to_bar(right, half_v)
         pairs = _accumulate(pairs, idx, go_right, left_bar, right_bar, half)
         slot_nodes = _levy.where(go_right, right, left)
-        slot_keys = _rng.child_keys(slot_keys, go_right)
+        slot_keys = next_keys
         idx = 2 * idx + go_right.astype(jnp.int32)
         if share:
             pairs = _boundary_finish(
