@@ -58,8 +58,8 @@ def langevin_vs_nuts(
     burn_in: float = 20.0,
     num_saves: int = 1000,
     gamma: float = 2.0,
-    rtol: float = 0.1,
-    atol: float = 0.1,
+    rtol: float = 0.02,
+    atol: float = 0.02,
     solvers: list[str] = ["QUICSORT", "ShOULD"],  # noqa: B006
     nuts_warmup: int = 500,
     nuts_samples: int = 1000,
