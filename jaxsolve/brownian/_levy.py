@@ -192,6 +192,11 @@ def leaf_normals_needed(n):
     return n if n <= 2 else 2 * n
 
 
+def _mul(x, y):
+    """Product of two matrix entries (python floats or per-batch arrays)."""
+    return x * y
+
+
 def split_at(parent, h, alpha, normals):
     """Exact conditional sample of the pieces `[0, alpha h]`, `[alpha h, h]` of a parent.
 
@@ -239,16 +244,28 @@ def split_at(parent, h, alpha, normals):
             noise = jnp.einsum("bij,bj...->ib...", mat, normals[:, :n])
         left = tuple(m + sqrt_h * noise[i] for i, m in enumerate(mean))
     else:
+        # left = mean + sqrt(h) (Q1 n1 + Q2 n2) with Q1 = (I - G M1) diag(sqrt(a) std) and
+        # Q2 = -G M2 diag(sqrt(1 - a) std): the conditional correction applied to two
+        # unconditional pieces, as one batched matrix product on the 2n normals.
         m1, m2 = chen_matrices(a, n)
-        sqrt_a, sqrt_b = bc(jnp.sqrt(a), parent[0]), bc(jnp.sqrt(1 - a), parent[0])
-        if not isinstance(normals, tuple):
-            normals = tuple(normals[:, i] for i in range(normals.shape[1]))
-        # Unconditional pieces of a unit parent, unbarred relative to their own lengths.
-        z1 = tuple(sqrt_a * (STD[i] * normals[i]) for i in range(n))
-        z2 = tuple(sqrt_b * (STD[i] * normals[n + i]) for i in range(n))
-        p1, p2 = _matvec(m1, z1), _matvec(m2, z2)
-        corr = _matvec(g, tuple(p1[i] + p2[i] for i in range(n)))
-        left = tuple(mean[i] + sqrt_h * (z1[i] - corr[i]) for i in range(n))
+        sa, sb = jnp.sqrt(a), jnp.sqrt(1 - a)
+
+        def entry(i, j):
+            if j < n:
+                gm = sum(_mul(g[i][k], m1[k][j]) for k in range(n))
+                return ((1.0 if i == j else 0.0) - gm) * sa * STD[j]
+            jj = j - n
+            return -sum(_mul(g[i][k], m2[k][jj]) for k in range(n)) * sb * STD[jj]
+
+        batch = parent[0].shape[0]
+        q = jnp.stack(
+            [jnp.stack([jnp.broadcast_to(entry(i, j), (batch,)) for j in range(2 * n)], -1)
+             for i in range(n)], -2,
+        )  # fmt: skip
+        if isinstance(normals, tuple):
+            normals = jnp.stack(normals, axis=1)
+        noise = jnp.einsum("bij,bj...->ib...", q, normals)
+        left = tuple(mean[i] + sqrt_h * noise[i] for i in range(n))
     left_len = alpha * h
     right_len = h - left_len
     left_bar = to_bar(left, left_len)
