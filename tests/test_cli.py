@@ -86,7 +86,18 @@ def test_run_default_quickstart_from_any_directory(tmp_path):
     assert run_dir.name.startswith("quickstart-")
     results = json.loads((run_dir / "results.json").read_text())
     assert results["experiment"] == "quickstart" and results["table"]
-    assert all(row["abs_error"] < 1e-2 for row in results["table"]), results["table"]
+    assert {row["pillar"] for row in results["table"]} >= {
+        "core",
+        "brownian",
+        "diffeq",
+        "diffusion",
+        "linear",
+        "nonlinear",
+    }
+    failed = [
+        row for row in results["table"] if not row["ok"] or not row["abs_error"] <= row["tolerance"]
+    ]
+    assert not failed, failed
     pngs = list(run_dir.glob("*.png"))
     assert pngs and all(Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
 

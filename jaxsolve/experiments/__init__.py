@@ -6,6 +6,7 @@ from ._registry import (
     ExperimentOutput as ExperimentOutput,
     RunContext as RunContext,
     available as available,
+    check_row as check_row,
     get as get,
     quickstart_section as quickstart_section,
     register as register,

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import diffeq, diffusion
 from ._plot import line_plot
-from ._registry import ExperimentOutput, RunContext, quickstart_section, register
+from ._registry import ExperimentOutput, RunContext, check_row, quickstart_section, register
 
 
 class _Mixture(eqx.Module):
@@ -226,19 +226,20 @@ def _diffusion_section(ctx: RunContext):
     ref = exact(ts[-1])
     err = float(jnp.max(jnp.abs(x0 - ref)))
     rows = [
-        {
-            "pillar": "diffusion",
-            "check": "DPM-Solver++(2M), 10 steps: sample[0, 0] vs exact flow map",
-            "value": float(x0[0, 0]),
-            "reference": float(ref[0, 0]),
-            "abs_error": abs(float(x0[0, 0]) - float(ref[0, 0])),
-        },
-        {
-            "pillar": "diffusion",
-            "check": "DPM-Solver++(2M), 10 steps: mean of samples[:, 1] vs exact flow map",
-            "value": float(jnp.mean(x0[:, 1])),
-            "reference": float(jnp.mean(ref[:, 1])),
-            "abs_error": abs(float(jnp.mean(x0[:, 1])) - float(jnp.mean(ref[:, 1]))),
-        },
+        # 10 steps of a second-order method: the discretisation error is a few 1e-2
+        check_row(
+            "diffusion",
+            "DPM-Solver++(2M), 10 steps: sample[0, 0] vs exact flow map",
+            x0[0, 0],
+            ref[0, 0],
+            tolerance=0.1,
+        ),
+        check_row(
+            "diffusion",
+            "DPM-Solver++(2M), 10 steps: mean of samples[:, 1] vs exact flow map",
+            jnp.mean(x0[:, 1]),
+            jnp.mean(ref[:, 1]),
+            tolerance=1e-2,
+        ),
     ]
     return rows, {"max_abs_error_10_steps": err}, []

@@ -10,7 +10,7 @@ from jax import lax
 
 from .. import implicit, linear
 from ._plot import line_plot
-from ._registry import ExperimentOutput, RunContext, quickstart_section, register
+from ._registry import ExperimentOutput, RunContext, check_row, quickstart_section, register
 
 # ---------------------------------------------------------------------------------------------
 # Shared problems
@@ -27,16 +27,6 @@ def _poisson_matrix(grid: int, dtype) -> jax.Array:
         return inv_h2 * (4 * u - neighbours)
 
     return linear.FunctionOperator(apply, jnp.zeros((grid, grid), dtype)).as_matrix()
-
-
-def _row(pillar, check, value, reference):
-    return {
-        "pillar": pillar,
-        "check": check,
-        "value": float(value),
-        "reference": float(reference),
-        "abs_error": abs(float(value) - float(reference)),
-    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,10 +83,12 @@ def _linear_section(ctx: RunContext):
     dw = jax.jit(jax.jacfwd(ridge, argnums=1))(jnp.zeros(5, jnp.float32), jnp.float32(lam), X, y)
 
     rows = [
-        _row("linear", "CG, 16x16 Poisson (matrix-free): max |u - u_exact|", cg_err, 0.0),
-        _row("linear", "GMRES, same system: max |u - u_exact|", gmres_err, 0.0),
-        _row("linear", "d/ds sum(solve(L, s f)) (reverse mode)", grad, float(jnp.sum(u_exact))),
-        _row("implicit", "ridge dw_0/dlam by custom_root (float32)", dw[0], dw64[0]),
+        check_row("linear", "CG, 16x16 Poisson (matrix-free): max |u - u_exact|", cg_err, 0.0),
+        check_row("linear", "GMRES, same system: max |u - u_exact|", gmres_err, 0.0),
+        check_row(
+            "linear", "d/ds sum(solve(L, s f)) (reverse mode)", grad, float(jnp.sum(u_exact))
+        ),
+        check_row("implicit", "ridge dw_0/dlam by custom_root (float32)", dw[0], dw64[0]),
     ]
     summary = {
         "poisson_cg_iterations": int(cg.stats["num_steps"]),

@@ -10,19 +10,7 @@ import optax
 
 from .. import nonlinear
 from ._plot import line_plot, scatter_plot
-from ._registry import ExperimentOutput, RunContext, quickstart_section, register
-
-
-def _row(pillar, check, value, reference):
-    value, reference = float(value), float(reference)
-    return {
-        "pillar": pillar,
-        "check": check,
-        "value": value,
-        "reference": reference,
-        "abs_error": abs(value - reference),
-    }
-
+from ._registry import ExperimentOutput, RunContext, check_row, quickstart_section, register
 
 # ---------------------------------------------------------------------------------------------
 # deq_train
@@ -291,11 +279,13 @@ def _nonlinear_section(ctx: RunContext):
     plan = jax.jit(lambda c: nonlinear.sinkhorn(c, a, b, 0.1, threshold=1e-5).plan)(cost)
 
     rows = [
-        _row("nonlinear", "x = cos x + 0.5 by Anderson: residual", x_star - np.cos(x_star), 0.5),
-        _row("nonlinear", "dx*/dtheta, implicit (reverse mode)", dx, 1 / (1 + np.sin(x_star))),
-        _row("nonlinear", "Rosenbrock by Levenberg-Marquardt: y_0", y_lm[0], 1.0),
-        _row("nonlinear", "ridge dw_0/dlam through LBFGS (float32)", dw[0], dw64[0]),
-        _row(
+        check_row(
+            "nonlinear", "x = cos x + 0.5 by Anderson: residual", x_star - np.cos(x_star), 0.5
+        ),
+        check_row("nonlinear", "dx*/dtheta, implicit (reverse mode)", dx, 1 / (1 + np.sin(x_star))),
+        check_row("nonlinear", "Rosenbrock by Levenberg-Marquardt: y_0", y_lm[0], 1.0),
+        check_row("nonlinear", "ridge dw_0/dlam through LBFGS (float32)", dw[0], dw64[0]),
+        check_row(
             "nonlinear",
             "Sinkhorn plan: row sums - a (max abs)",
             jnp.max(jnp.abs(plan.sum(1) - a)),

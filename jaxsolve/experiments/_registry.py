@@ -138,6 +138,25 @@ def quickstart_section(name: str, order: int):
     return wrap
 
 
+def check_row(pillar: str, check: str, value, reference, tolerance: float = 1e-4) -> dict[str, Any]:
+    """One row of the quickstart table: a computed value against a known reference.
+
+    `tolerance` is what the check allows (for statistical checks, a few standard errors of the
+    estimate); the `ok` column says whether the error is within it.
+    """
+    value, reference = float(value), float(reference)
+    error = abs(value - reference)
+    return {
+        "pillar": pillar,
+        "check": check,
+        "value": value,
+        "reference": reference,
+        "abs_error": error,
+        "tolerance": float(tolerance),
+        "ok": bool(error <= tolerance),
+    }
+
+
 def quickstart_sections() -> list[tuple[str, Callable]]:
     load_all()
     return [(n, f) for n, (_, f) in sorted(_QUICKSTART_SECTIONS.items(), key=lambda kv: kv[1][0])]
