@@ -42,8 +42,11 @@ class OptaxMinimizer(AbstractMinimiser):
         import optax
 
         _, grad, opt_state = state
-        updates, opt_state = self.optax_transformation.update(grad, opt_state, y)
-        y = optax.apply_updates(y, updates)
+        # optax mixes its int32 step counts with floats (bias corrections, schedules); let it do so
+        # even when the user runs with strict dtype promotion.
+        with jax.numpy_dtype_promotion("standard"):
+            updates, opt_state = self.optax_transformation.update(grad, opt_state, y)
+            y = optax.apply_updates(y, updates)
         f, grad = jax.value_and_grad(fn)(y, args)
         return y, (f, grad, opt_state)
 

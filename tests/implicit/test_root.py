@@ -214,7 +214,7 @@ def test_simplex_projection_jacobian():
 
 
 def test_has_aux_mixed_args_kwargs_and_closure():
-    # The form engineer E's root_find uses: args mixing arrays with non-arrays, an aux output.
+    # The form jaxsolve.nonlinear.root_find uses: args mixing arrays with non-arrays, an aux output.
     scale = jnp.asarray(2.0)  # closed over by the optimality function
 
     def F(x, args, *, power):
