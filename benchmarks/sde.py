@@ -235,7 +235,7 @@ def bench_adaptive():
             js_adaptive(None),
             KEYS,
             repeats=3,
-            note="checkpointed loop: runs all max_steps under vmap",
+            note="checkpointed loop (skips finished blocks under vmap)",
         ),  # fmt: skip
         measure("diffrax ShARK+PID", anchor, KEYS, repeats=5),
     ]

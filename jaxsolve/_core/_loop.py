@@ -4,6 +4,11 @@
 differentiable: it is built from two nested `lax.scan`s whose inner blocks are rematerialised
 (`jax.checkpoint`) on the backward pass, so memory grows like sqrt(max_steps) states rather
 than max_steps, and blocks after termination are skipped by a single `lax.cond` each.
+
+Under `vmap` a batched `lax.cond` predicate would turn every cond into a select and run all
+`max_steps` bodies. The predicates therefore go through `_any_lane`, whose batching rule reduces
+the batch with `any`: a block or step is skipped once every lane has finished, and finished lanes
+are frozen with a select, as `lax.while_loop` does under `vmap`.
 `kind="lax"` uses `lax.while_loop` instead: fastest, supports forward-mode only.
 """
 
@@ -14,9 +19,26 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_batching import custom_vmap
 from jaxtyping import Array, Bool, Int
 
 from ._validate import check_option
+
+
+@custom_vmap
+def _any_lane(pred):
+    """`pred` itself; under `vmap`, an unbatched "is any lane still running"."""
+    return pred
+
+
+@_any_lane.def_vmap
+def _any_lane_batched(axis_size, in_batched, pred):
+    (batched,) = in_batched
+    return (jnp.any(pred) if batched else pred), False
+
+
+def _select(pred, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
 
 
 class LoopResult(NamedTuple):
@@ -58,8 +80,8 @@ def bounded_while_loop(
 
     **Returns:** a `LoopResult(value, num_steps, max_steps_reached)`.
 
-    Under `vmap` with a batched predicate every `lax.cond` becomes a select, so every lane
-    runs `max_steps` bodies; the result is still exact (finished lanes are frozen).
+    Under `vmap` the loop runs until the slowest lane finishes (finished lanes are frozen), like
+    `lax.while_loop`, not to `max_steps`.
 
     **Example:**
 
@@ -92,7 +114,11 @@ def bounded_while_loop(
             return step + 1, body_fun(value)
 
         def inner(carry, _):
-            carry = lax.cond(keep_going(carry), guarded_body, lambda c: c, carry)
+            active = keep_going(carry)
+            # the select is a no-op when unbatched; under vmap it freezes finished lanes
+            carry = lax.cond(
+                _any_lane(active), lambda c: _select(active, guarded_body(c), c), lambda c: c, carry
+            )
             return carry, None
 
         @jax.checkpoint
@@ -100,7 +126,7 @@ def bounded_while_loop(
             return lax.scan(inner, carry, None, length=block)[0]
 
         def outer(carry, _):
-            carry = lax.cond(keep_going(carry), run_block, lambda c: c, carry)
+            carry = lax.cond(_any_lane(keep_going(carry)), run_block, lambda c: c, carry)
             return carry, None
 
         (num_steps, value), _ = lax.scan(outer, (jnp.array(0), init_val), None, length=num_blocks)

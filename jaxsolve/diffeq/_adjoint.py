@@ -23,9 +23,8 @@ class RecursiveCheckpointAdjoint(AbstractAdjoint):
     `lax.scan` whose steps are recomputed on the backward pass. The gradient is that of the
     discretised solve (discretise-then-optimise): exact for the numbers computed.
 
-    Under `vmap` an adaptive solve with this adjoint runs all `max_steps` loop bodies (the
-    loop's predicate becomes batched, so no block can be skipped): for batched adaptive solves
-    that need no reverse mode, use `ForwardMode()`, or keep `max_steps` close to what is needed.
+    Under `vmap` an adaptive solve stops when its slowest member stops (finished members are
+    frozen), as with `ForwardMode()`.
     """
 
     loop_kind = "checkpointed"

@@ -93,6 +93,30 @@ def test_vmap_lanes_stop_independently():
     np.testing.assert_array_equal(np.asarray(out.max_steps_reached), [False, False, True])
 
 
+def test_vmap_stops_when_the_slowest_lane_stops():
+    """Under vmap the loop must not run all max_steps bodies (a batched cond is a select)."""
+    calls = []
+
+    def body(x):
+        jax.debug.callback(lambda: calls.append(1))
+        return x + 1.0
+
+    targets = jnp.array([2.0, 5.0])
+    run = jax.jit(
+        jax.vmap(
+            lambda t: (
+                bounded_while_loop(lambda x: x < t, body, jnp.array(0.0), max_steps=1000).value
+            )
+        )
+    )
+    np.testing.assert_array_equal(np.asarray(run(targets)), [2.0, 5.0])
+    jax.effects_barrier()
+    # one (unbatched) callback per executed step: 5 for the slowest lane, not max_steps = 1000
+    assert len(calls) == 5
+    grads = jax.vmap(jax.grad(lambda a: _heron(a).value))(jnp.array([2.0, 9.0]))
+    np.testing.assert_allclose(grads, 0.5 / np.sqrt([2.0, 9.0]), rtol=1e-10)
+
+
 def test_no_retrace_on_new_values():
     @eqx.filter_jit
     @eqx.debug.assert_max_traces(max_traces=1)
