@@ -2,8 +2,8 @@
 
 Every node of the tree has a key of two uint32 words. Hashing it with the Threefry-2x32 block
 cipher (20 rounds, the generator behind `jax.random`) at counter `c` gives two fresh words:
-counters 0 and 1 give the keys of the left and right child, counters 2, 3, ... the words turned
-into the node's standard normals (by the inverse error function, as `jax.random.normal` does).
+counters 0 and 1 give the keys of the left and right child, counters 2, 3, ... one block per
+standard normal of the node (by the inverse error function, as `jax.random.normal` does).
 
 Why not `jax.random.split`/`normal`: a query touches one node per level, and only one of the two
 child keys is needed on the way down. Written as straight-line uint32 arithmetic the hash fuses
@@ -81,39 +81,57 @@ def _float64_open(hi, lo):
     return lax.bitcast_convert_type(mantissa, jnp.float64) - 1
 
 
+_CHUNK = 8
+
+
+def _materialize(z, chunk):
+    """`z` (B, M), unchanged, through a product with an identity matrix of size `chunk`.
+
+    XLA on CPU fuses elementwise producers into every consumer and drops optimization
+    barriers before fusion, so without this the hash and the inverse error function would be
+    recomputed inside each expression that reads a normal (the bisection's mean and noise,
+    the gathers of the shared levels, several levels deep): up to ten times over. A matrix
+    product's operand is computed into a buffer once; with `chunk >= 2` XLA keeps the product,
+    and multiplying by exact ones and zeros leaves every value bit-for-bit unchanged.
+    """
+    batch, m = z.shape
+    eye = np.eye(chunk, dtype=z.dtype)
+    # HIGHEST: on accelerators a default-precision float32 product may round to TF32.
+    out = jnp.einsum(
+        "bkc,cd->bkd", z.reshape((batch, m // chunk, chunk)), eye, precision=lax.Precision.HIGHEST
+    )
+    return out.reshape((batch, m))
+
+
 def normals(keys, count: int, shape, dtype, stacked: bool = False, child=None):
     """`count` arrays of standard normals of `shape` and `dtype` per node key `(B, 2)`.
 
-    One hash call per node covers every block. In single precision both output words of a
-    block are used (array `i` takes word `i // groups` of block group `i % groups`); in double
-    precision a block gives one normal. The inverse error function runs once on all of them.
+    One hash block per normal, at counters `2, 3, ...`: in single precision its first word
+    gives the uniform, in double precision both words do. The second word is left unused in
+    single precision on purpose: gathering both words of a block into one array is a
+    concatenation, which XLA on CPU fuses with the hash and the inverse error function into a
+    loop that runs about ten times slower than hashing twice as many blocks.
 
-    With `child` (B,) of 0/1, the same hash call also yields that child's key (counter
-    `child`), returned first: `(child_keys, normals)`.
+    With `child` (B,) of 0/1, that child's key (counter `child`) is returned first:
+    `(child_keys, normals)`.
     """
     size = int(math.prod(shape))
     batch = keys.shape[0]
     wide = np.dtype(dtype) == np.float64
     compute = np.float64 if wide else np.float32
-    groups = count if wide else (count + 1) // 2
-    ctr = np.arange(FIRST_NORMAL_COUNTER, FIRST_NORMAL_COUNTER + groups * size, dtype=np.uint32)
-    if child is not None:
-        ctr = jnp.concatenate(
-            [child.astype(jnp.uint32)[:, None], jnp.broadcast_to(ctr, (batch, ctr.shape[0]))], 1
-        )
-    y0, y1 = lax.optimization_barrier(threefry2x32(keys[:, 0:1], keys[:, 1:2], ctr, np.uint32(0)))
-    if child is not None:
-        child_keys = jnp.stack([y0[:, 0], y1[:, 0]], axis=-1)
-        y0, y1 = y0[:, 1:], y1[:, 1:]
-    if wide:
-        u = _float64_open(y0, y1).reshape((batch, count, size))
-    else:
-        words = jnp.stack([y0, y1], axis=1).reshape((batch, 2 * groups, size))[:, :count]
-        u = _float32_open(words)
-    z = _normal_from_uniform(lax.optimization_barrier(u), compute, dtype)
-    z = lax.optimization_barrier(z)
+    total = count * size
+    # Chunks of `chunk` normals go through an identity matrix product (see `_materialize`); a
+    # count that does not divide draws a few extra normals, dropped afterwards.
+    chunk = 2 if total == 1 else min(total, _CHUNK)
+    drawn = -(-total // chunk) * chunk
+    ctr = np.arange(FIRST_NORMAL_COUNTER, FIRST_NORMAL_COUNTER + drawn, dtype=np.uint32)
+    y0, y1 = threefry2x32(keys[:, 0:1], keys[:, 1:2], ctr, np.uint32(0))
+    u = _float64_open(y0, y1) if wide else _float32_open(y0)
+    z = _materialize(_normal_from_uniform(u, compute, dtype), chunk)[:, :total]
     if stacked:
         z = z.reshape((batch, count, *shape))
     else:
-        z = tuple(z[:, i].reshape((batch, *shape)) for i in range(count))
-    return z if child is None else (child_keys, z)
+        z = tuple(z[:, i * size : (i + 1) * size].reshape((batch, *shape)) for i in range(count))
+    if child is None:
+        return z
+    return child_keys(keys, child), z

@@ -193,7 +193,7 @@ class VirtualBrownianTree(AbstractBrownianPath):
             raise ValueError(f"`ts` must be a 1-D array of times, got shape {ts.shape}")
         if ts.shape[0] < 2:
             raise ValueError(f"`ts` must hold at least two times, got {ts.shape[0]}")
-        if _is_concrete(ts) and bool(jnp.any(jnp.diff(ts) < 0)):
+        if _is_concrete(ts) and bool(np.any(np.diff(np.asarray(ts)) < 0)):
             raise ValueError("`ts` must be non-decreasing")
         return self._increments(ts, share=True)
 
@@ -214,7 +214,10 @@ class VirtualBrownianTree(AbstractBrownianPath):
         value = value.astype(self.time_dtype)
         if _is_concrete(value) and _is_concrete(self.t0) and _is_concrete(self.t1):
             lo, hi = float(self.t0), float(self.t1)
-            bad = np.asarray((value < self.t0 - self._slack()) | (value > self.t1 + self._slack()))
+            # NumPy, not jnp: under an outer `jit` jnp ops on concrete arrays give tracers.
+            slack = 8 * np.finfo(self.time_dtype).eps * (abs(lo) + abs(hi) + 1)
+            v = np.asarray(value)
+            bad = (v < lo - slack) | (v > hi + slack)
             if bad.any():
                 raise ValueError(
                     f"`{name}` must lie in [t0, t1] = [{lo}, {hi}], got {np.asarray(value)[bad]}"
@@ -288,7 +291,12 @@ def _bisect(nodes, keys, level, shape, dtype, maps, child=None):
     mean = _levy.apply_constant(mean_map, nodes)
     # A matrix product, not elementwise code: XLA does not fuse its operand into it, so each
     # normal (an inverse error function) is computed once rather than once per consumer.
-    noise = jnp.einsum("ij,bj...->ib...", jnp.asarray(noise_map, dtype), normals)
+    noise = jnp.einsum(
+        "ij,bj...->ib...",
+        jnp.asarray(noise_map, dtype),
+        normals,
+        precision=lax.Precision.HIGHEST,
+    )
     children = tuple(m + scale * noise[i] for i, m in enumerate(mean))
     return children[:n], children[n:], child_keys
 
