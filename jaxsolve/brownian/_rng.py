@@ -7,9 +7,10 @@ standard normal of the node (by the inverse error function, as `jax.random.norma
 
 Why not `jax.random.split`/`normal`: a query touches one node per level, and only one of the two
 child keys is needed on the way down. Written as straight-line uint32 arithmetic the hash fuses
-with the rest of the level into one elementwise kernel, computes just the blocks that are
-needed, and vectorises across queries; this halves the cost of a descent on CPU compared with
-calling `jax.random` per node. The root key comes from the user's key through
+with the inverse error function into one elementwise kernel, computes just the blocks that are
+needed, and vectorises across queries (2M normals: ~4.5 ms on the shared CPU box, against ~17 ms
+for `jax.random.normal`); `normals` then makes sure that kernel runs once per node (see
+`_materialize`). The root key comes from the user's key through
 `jax.random.bits`, so every key implementation works, and the same key gives the same path
 under `jit`, `vmap` and on every machine.
 
