@@ -8,44 +8,21 @@ import jax.numpy as jnp
 import optax
 
 from .. import diffusion
+from ._mixture import GaussianMixture
 from ._plot import line_plot
 from ._registry import ExperimentOutput, RunContext, register
 
 SPACINGS = ("logsnr", "uniform", "quadratic", "karras")
 
 
-class MixtureDenoiser(eqx.Module):
-    """The exact denoiser of a 2-D Gaussian mixture under a VP schedule (closed-form score)."""
-
-    schedule: diffusion.AbstractSchedule
-    log_weights: jax.Array
-    means: jax.Array
-    covs: jax.Array
-
-    def __init__(self, schedule, dtype=jnp.float64):
-        self.schedule = schedule
-        self.log_weights = jnp.log(jnp.asarray([0.5, 0.3, 0.2], dtype))
-        self.means = jnp.asarray([[1.5, 0.0], [-1.0, 1.2], [-0.5, -1.5]], dtype)
-        self.covs = jnp.asarray(
-            [
-                [[0.05, 0.02], [0.02, 0.03]],
-                [[0.02, 0.0], [0.0, 0.08]],
-                [[0.04, -0.01], [-0.01, 0.04]],
-            ],
-            dtype,
-        )
-
-    def __call__(self, x, t):
-        """The noise prediction eps(x, t) = -sigma * score."""
-        a, s = self.schedule.alpha(t), self.schedule.sigma(t)
-        covs = a * a * self.covs + s * s * jnp.eye(2, dtype=self.covs.dtype)
-        chol = jnp.linalg.cholesky(covs)
-        diff = x[..., None, :] - a * self.means
-        sol = jax.scipy.linalg.cho_solve((chol, True), diff[..., None])[..., 0]
-        logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-        logp = self.log_weights - 0.5 * jnp.sum(diff * sol, axis=-1) - 0.5 * logdet
-        resp = jax.nn.softmax(logp, axis=-1)
-        return s * jnp.sum(resp[..., None] * sol, axis=-2)
+def mixture(schedule) -> GaussianMixture:
+    """The three-component 2-D mixture of this experiment."""
+    covs = [
+        [[0.05, 0.02], [0.02, 0.03]],
+        [[0.02, 0.0], [0.0, 0.08]],
+        [[0.04, -0.01], [-0.01, 0.04]],
+    ]
+    return GaussianMixture(schedule, [0.5, 0.3, 0.2], [[1.5, 0.0], [-1.0, 1.2], [-0.5, -1.5]], covs)
 
 
 def make_sampler(name: str):
@@ -110,7 +87,7 @@ def _run(
     seed,
 ):
     schedule = diffusion.VPLinear()
-    model = diffusion.Model(MixtureDenoiser(schedule), schedule, prediction="eps")
+    model = diffusion.Model(mixture(schedule).eps, schedule, prediction="eps")
     k_train, k_test = jax.random.split(jax.random.key(seed))
     x_train = jax.random.normal(k_train, (num_train, 2), jnp.float64)
     x_test = jax.random.normal(k_test, (num_test, 2), jnp.float64)

@@ -4,51 +4,26 @@ against the exact probability-flow map computed by `jaxsolve.diffeq` at tight to
 import math
 import time
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .. import diffeq, diffusion
+from ._mixture import GaussianMixture
 from ._plot import line_plot
 from ._registry import ExperimentOutput, RunContext, check_row, quickstart_section, register
 
 
-class _Mixture(eqx.Module):
-    """A 2-D Gaussian mixture; `x0(x, t)` is its exact denoiser (closed-form score, Tweedie)."""
-
-    schedule: diffusion.AbstractSchedule
-    log_weights: jax.Array
-    means: jax.Array
-    covs: jax.Array
-
-    def __init__(self, schedule, dtype=jnp.float64):
-        self.schedule = schedule
-        self.log_weights = jnp.log(jnp.asarray([0.35, 0.25, 0.25, 0.15], dtype))
-        self.means = jnp.asarray([[1.5, 0.0], [-1.0, 1.2], [-0.5, -1.5], [0.4, 1.6]], dtype)
-        self.covs = jnp.asarray(
-            [
-                [[0.05, 0.02], [0.02, 0.03]],
-                [[0.02, 0.0], [0.0, 0.08]],
-                [[0.04, -0.01], [-0.01, 0.04]],
-                [[0.03, 0.0], [0.0, 0.03]],
-            ],
-            dtype,
-        )
-
-    def x0(self, x, t):
-        a, s = self.schedule.alpha(t), self.schedule.sigma(t)
-        covs = a * a * self.covs + s * s * jnp.eye(2, dtype=self.covs.dtype)
-        chol = jnp.linalg.cholesky(covs)
-        diff = x[..., None, :] - a * self.means
-        sol = jax.scipy.linalg.cho_solve((chol, True), diff[..., None])[..., 0]
-        logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-        logp = self.log_weights - 0.5 * jnp.sum(diff * sol, axis=-1) - 0.5 * logdet
-        score = -jnp.sum(jax.nn.softmax(logp, axis=-1)[..., None] * sol, axis=-2)
-        return (x + s * s * score) / a
-
-    def __call__(self, x, t):
-        return self.x0(x, t)
+def _mixture(schedule) -> GaussianMixture:
+    """The four-component 2-D mixture of this experiment."""
+    covs = [
+        [[0.05, 0.02], [0.02, 0.03]],
+        [[0.02, 0.0], [0.0, 0.08]],
+        [[0.04, -0.01], [-0.01, 0.04]],
+        [[0.03, 0.0], [0.0, 0.03]],
+    ]
+    means = [[1.5, 0.0], [-1.0, 1.2], [-0.5, -1.5], [0.4, 1.6]]
+    return GaussianMixture(schedule, [0.35, 0.25, 0.25, 0.15], means, covs)
 
 
 def _reference_flow(mixture, x_T, t_start, t_end, rtol):
@@ -142,8 +117,8 @@ def diffusion_error_vs_nfe(
     `samplers` restricts the run to those names of `sampler_registry()` (empty: all)."""
     jax.config.update("jax_enable_x64", True)
     sched = diffusion.VPLinear()
-    mixture = _Mixture(sched)
-    model = diffusion.Model(mixture, sched, prediction="x0")
+    mixture = _mixture(sched)
+    model = diffusion.Model(mixture.x0, sched, prediction="x0")
     x_T = jax.random.normal(jax.random.key(seed), (num_samples, 2), jnp.float64)
     t_start = sched.t_start_default
     start = time.perf_counter()
