@@ -1,6 +1,6 @@
 """Successive over-relaxation (SOR) and its symmetric form (SSOR)."""
 
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
@@ -39,6 +39,11 @@ def _sweep(matrix, vector, x, omega, lower: bool):
 
 class _AbstractSOR(AbstractIterativeLinearSolver):
     omega: eqx.AbstractVar[jax.Array]
+    # SSOR follows each forward sweep with a backward one
+    symmetric: eqx.AbstractClassVar[bool]
+
+    def __check_init__(self):
+        _check_omega(self.omega)
 
     def init(self, operator: AbstractLinearOperator, vector: jax.Array) -> SORState:
         matrix = operator.as_matrix()
@@ -49,6 +54,16 @@ class _AbstractSOR(AbstractIterativeLinearSolver):
             tolerance(self, vector),
             jnp.array(0),
         )
+
+    def step(self, operator: AbstractLinearOperator, vector: jax.Array, state: SORState):
+        omega = self.omega.astype(vector.dtype)
+        b = vector.reshape(-1)
+        x = _sweep(state.matrix, b, state.x.reshape(-1), omega, lower=True)
+        if self.symmetric:
+            x = _sweep(state.matrix, b, x, omega, lower=False)
+        r_norm = vector_norm(b - state.matrix @ x)
+        x = x.reshape(vector.shape)
+        return SORState(x, state.matrix, r_norm, state.threshold, state.num_steps + 1)
 
     def terminate(self, operator: Any, vector: jax.Array, state: SORState):
         return converged_result(state.r_norm, state.threshold)
@@ -82,17 +97,7 @@ class SOR(_AbstractSOR):
     rtol: jax.Array = eqx.field(converter=jnp.asarray, default=1e-6)
     atol: jax.Array = eqx.field(converter=jnp.asarray, default=1e-6)
     max_steps: int | None = eqx.field(static=True, default=None)
-
-    def __check_init__(self):
-        _check_omega(self.omega)
-
-    def step(self, operator: AbstractLinearOperator, vector: jax.Array, state: SORState):
-        omega = self.omega.astype(vector.dtype)
-        b = vector.reshape(-1)
-        x = _sweep(state.matrix, b, state.x.reshape(-1), omega, lower=True)
-        r_norm = vector_norm(b - state.matrix @ x)
-        x = x.reshape(vector.shape)
-        return SORState(x, state.matrix, r_norm, state.threshold, state.num_steps + 1)
+    symmetric: ClassVar[bool] = False
 
 
 class SSOR(_AbstractSOR):
@@ -104,15 +109,4 @@ class SSOR(_AbstractSOR):
     rtol: jax.Array = eqx.field(converter=jnp.asarray, default=1e-6)
     atol: jax.Array = eqx.field(converter=jnp.asarray, default=1e-6)
     max_steps: int | None = eqx.field(static=True, default=None)
-
-    def __check_init__(self):
-        _check_omega(self.omega)
-
-    def step(self, operator: AbstractLinearOperator, vector: jax.Array, state: SORState):
-        omega = self.omega.astype(vector.dtype)
-        b = vector.reshape(-1)
-        x = _sweep(state.matrix, b, state.x.reshape(-1), omega, lower=True)
-        x = _sweep(state.matrix, b, x, omega, lower=False)
-        r_norm = vector_norm(b - state.matrix @ x)
-        x = x.reshape(vector.shape)
-        return SORState(x, state.matrix, r_norm, state.threshold, state.num_steps + 1)
+    symmetric: ClassVar[bool] = True
