@@ -1,5 +1,9 @@
 """Shared machinery (private): results, bounded loops, progress, validation, pytree helpers."""
 
+from ._hyper import (
+    as_hyperparameter as as_hyperparameter,
+    hyperparameter as hyperparameter,
+)
 from ._loop import (
     LoopResult as LoopResult,
     bounded_while_loop as bounded_while_loop,

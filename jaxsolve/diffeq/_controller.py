@@ -7,7 +7,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._core import check_positive
+from .._core import check_positive, hyperparameter
 
 
 class AbstractStepSizeController(eqx.Module):
@@ -40,14 +40,6 @@ class ConstantStep(AbstractStepSizeController):
 
     def adapt(self, t0, t1, y0, y1, y_error, error_order, state):
         return jnp.array(True), None, state, jnp.array(False)
-
-
-def _to_array(value):
-    # Hyperparameters are stored as arrays so that `eqx.filter_jit` traces them: a new value
-    # does not recompile. They are cast to the solution's dtype where used.
-    if value is None or isinstance(value, jax.Array):
-        return value
-    return jnp.asarray(value)
 
 
 def _rms(x):
@@ -98,16 +90,16 @@ class PIDController(AbstractStepSizeController):
     Hairer, Nørsett & Wanner, "Solving ODEs I", §II.4.
     """
 
-    rtol: Any = eqx.field(converter=_to_array)
-    atol: Any = eqx.field(converter=_to_array)
-    pcoeff: Any = eqx.field(default=0.0, converter=_to_array)
-    icoeff: Any = eqx.field(default=1.0, converter=_to_array)
-    dcoeff: Any = eqx.field(default=0.0, converter=_to_array)
-    dtmin: Any = eqx.field(default=None, converter=_to_array)
-    dtmax: Any = eqx.field(default=None, converter=_to_array)
-    factormin: Any = eqx.field(default=0.2, converter=_to_array)
-    factormax: Any = eqx.field(default=10.0, converter=_to_array)
-    safety: Any = eqx.field(default=0.9, converter=_to_array)
+    rtol: Any = hyperparameter()
+    atol: Any = hyperparameter()
+    pcoeff: Any = hyperparameter(0.0)
+    icoeff: Any = hyperparameter(1.0)
+    dcoeff: Any = hyperparameter(0.0)
+    dtmin: Any = hyperparameter(None)
+    dtmax: Any = hyperparameter(None)
+    factormin: Any = hyperparameter(0.2)
+    factormax: Any = hyperparameter(10.0)
+    safety: Any = hyperparameter(0.9)
     force_dtmin: bool = eqx.field(default=True, static=True)
 
     def __check_init__(self):

@@ -19,23 +19,9 @@ import abc
 from typing import Any
 
 import equinox as eqx
-import jax.numpy as jnp
 from jaxtyping import Array
 
-from .._core import AbstractIterativeSolver
-
-
-def hyperparameter(default: Any = None):
-    """A float hyperparameter field: stored as a (weakly typed) array so that jitted callers
-    that receive the solver as an argument see a traced value, and a new value never
-    recompiles, whether the caller uses `jax.jit` or `equinox.filter_jit`."""
-    return eqx.field(default=default, converter=_as_array)
-
-
-def _as_array(value):
-    if value is None or isinstance(value, jnp.ndarray):
-        return value
-    return jnp.asarray(value)
+from .._core import AbstractIterativeSolver, hyperparameter as hyperparameter
 
 
 class AbstractNonlinearSolver(AbstractIterativeSolver):
