@@ -44,6 +44,159 @@ def fitted_slope(xs, ys) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
+# Problems re-created from diffrax's test suite (test_saveat_solution.py, test_integrate.py),
+# plus the users' problems of the neural-ODE / SDE-fitting tests. Every ODE problem carries its
+# closed-form solution; `reversed_vector_field` gives the time-reversed problem that a backward
+# solve must match (diffrax's `test_reverse_time`).
+
+
+def decay_saveat_problem(dtype=jnp.float64):
+    """diffrax's SaveAt problem: y' = -0.5 y, y(0.1) = 2.1 on [0.1, 1.1].
+
+    Returns `(vector_field, t0, t1, y0, exact)` with `exact(t) = 2.1 exp(-0.5 (t - 0.1))`.
+    """
+    t0, t1 = 0.1, 1.1
+    y0 = jnp.asarray([2.1], dtype)
+
+    def vector_field(t, y, args):
+        return jnp.asarray(-0.5, y.dtype) * y
+
+    def exact(t):
+        t = np.asarray(t, np.float64)
+        return 2.1 * np.exp(-0.5 * (t - t0))[..., None]
+
+    return vector_field, t0, t1, y0, exact
+
+
+def linear_system_problem(size: int = 10, seed: int = 5678, dtype=jnp.float64):
+    """diffrax's order-test problem: y' = A y with A = 0.5 N(0, 1)^{size x size}, on [0, 4].
+
+    Returns `(vector_field, t0, t1, y0, exact)` with `exact(t) = expm(A (t - t0)) y0` (NumPy,
+    float64). A has eigenvalues of modulus up to about `0.5 sqrt(size)`: a mildly stiff,
+    oscillating, growing/decaying mix.
+    """
+    import scipy.linalg
+
+    rng = np.random.default_rng(seed)
+    a = 0.5 * rng.standard_normal((size, size))
+    y0 = rng.standard_normal(size)
+    a_j = jnp.asarray(a, dtype)
+
+    def vector_field(t, y, args):
+        return a_j @ y
+
+    def exact(t):
+        t = np.atleast_1d(np.asarray(t, np.float64))
+        return np.stack([scipy.linalg.expm(a * ti) @ y0 for ti in t])
+
+    return vector_field, 0.0, 4.0, jnp.asarray(y0, dtype), exact
+
+
+def harmonic_oscillator(t, y, args):
+    """y0' = y1, y1' = -y0: the solution rotates, y(t) = R(-t) y(0) (see `harmonic_exact`)."""
+    return jnp.stack([y[1], -y[0]])
+
+
+def harmonic_exact(ts, y0):
+    """The exact solution of `harmonic_oscillator` at the times `ts` (NumPy, float64)."""
+    ts = np.asarray(ts, np.float64)[:, None]
+    y0 = np.asarray(y0, np.float64)
+    return np.concatenate(
+        [y0[0] * np.cos(ts) + y0[1] * np.sin(ts), -y0[0] * np.sin(ts) + y0[1] * np.cos(ts)],
+        axis=1,
+    )
+
+
+def lotka_volterra(t, y, params):
+    """Lotka–Volterra predator-prey, `params = (alpha, beta, delta, gamma)` (no closed form)."""
+    prey, predator = y[0], y[1]
+    return jnp.stack(
+        [
+            params[0] * prey - params[1] * prey * predator,
+            params[2] * prey * predator - params[3] * predator,
+        ]
+    )
+
+
+def reversed_vector_field(vector_field):
+    """g(s, y) = -f(-s, y): solving g forward from -t0 to -t1 equals solving f from t0 to t1
+    (t1 < t0), at mirrored times."""
+
+    def reversed_field(s, y, args):
+        return jax.tree.map(lambda v: -v, vector_field(-s, y, args))
+
+    return reversed_field
+
+
+# The Ornstein–Uhlenbeck fitting problem: dy = th0 (th1 - y) dt + 0.3 dW on [0, 1], y(0) = 1,
+# loss = sum over 11 save times of (y - target)^2, target = 1 + t/2. One Brownian path per key.
+OU_SAVE_TS = np.linspace(0.0, 1.0, 11)
+OU_DIFFUSION = 0.3
+
+
+def ou_target(dtype=jnp.float64):
+    return jnp.asarray(1.0 + 0.5 * OU_SAVE_TS, dtype)
+
+
+def ou_drift(t, y, theta):
+    return theta[0] * (theta[1] - y)
+
+
+def ou_term(key, tol, dtype=jnp.float64):
+    """The OU SDE as a jaxsolve `SDETerm` (additive noise, space-time Lévy area for ShARK)."""
+    import jaxsolve as js
+
+    bm = js.brownian.VirtualBrownianTree(
+        0.0, 1.0, tol, (1,), key, levy_area="space-time", dtype=dtype
+    )
+
+    def diffusion(t, y, theta):
+        return jnp.full_like(y, OU_DIFFUSION)
+
+    return js.diffeq.SDETerm(ou_drift, diffusion, bm, noise="additive")
+
+
+def ou_term_diffrax(key, tol, dtype=jnp.float64):
+    """The same SDE written for diffrax (its own Brownian tree: a different path per key)."""
+    import diffrax
+
+    bm = diffrax.VirtualBrownianTree(
+        0.0, 1.0, tol, jax.ShapeDtypeStruct((1,), dtype), key, levy_area=diffrax.SpaceTimeLevyArea
+    )
+
+    def diffusion(t, y, theta):
+        return jnp.full((1, 1), OU_DIFFUSION, dtype)
+
+    return diffrax.MultiTerm(diffrax.ODETerm(ou_drift), diffrax.ControlTerm(diffusion, bm))
+
+
+# The neural-ODE problem: a 2-32-32-2 MLP vector field fitted to trajectories of a damped
+# linear spiral y' = S y, S = [[-0.1, 2], [-2, -0.1]], observed at `num_times` times in [0, 1].
+SPIRAL = np.array([[-0.1, 2.0], [-2.0, -0.1]])
+
+
+def neural_vector_field(key, dtype=jnp.float64):
+    """An equinox MLP 2-32-32-2 (softplus hidden, tanh output), a user's neural vector field."""
+    import equinox as eqx
+
+    return eqx.nn.MLP(
+        2, 2, 32, 2, activation=jax.nn.softplus, final_activation=jnp.tanh, dtype=dtype, key=key
+    )
+
+
+def spiral_data(batch: int, num_times: int, seed: int = 0, dtype=jnp.float64):
+    """`(ts, y0s, targets)`: `batch` initial points in [-1, 1]^2 and their exact spiral
+    trajectories at `num_times` times in [0, 1], targets of shape (batch, num_times, 2)."""
+    import scipy.linalg
+
+    rng = np.random.default_rng(seed)
+    y0s = rng.uniform(-1.0, 1.0, (batch, 2))
+    ts = np.linspace(0.0, 1.0, num_times)
+    flows = np.stack([scipy.linalg.expm(SPIRAL * t) for t in ts])
+    targets = np.einsum("tij,bj->bti", flows, y0s)
+    return jnp.asarray(ts, dtype), jnp.asarray(y0s, dtype), jnp.asarray(targets, dtype)
+
+
 # ---------------------------------------------------------------------------------------------
 # Diffusion models (jaxsolve.diffusion)
 # ---------------------------------------------------------------------------------------------
