@@ -27,6 +27,7 @@ import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -129,9 +130,9 @@ class UnderdampedLangevinTerm(AbstractTerm):
             )
         x0, v0 = y0
         check_same_structure("y0", v0, x0, "the position x0 (the velocity v0 must match)")
-        grad = jax.eval_shape(self.grad_f, x0, args)
+        grad = eqx.filter_eval_shape(self.grad_f, x0, args)
         check_same_structure("y0", x0, grad, "the output of grad_f")
-        w = jax.eval_shape(lambda t: self.brownian.increment(t, t).W, t0)
+        w = eqx.filter_eval_shape(lambda t: self.brownian.increment(t, t).W, t0)
         check_same_structure("y0", x0, w, "the Brownian motion (its `shape` must be x0's)")
         _broadcast_param("gamma", self.gamma, x0)
         _broadcast_param("u", self.u, x0)

@@ -3,8 +3,9 @@
 A method is a `ButcherTableau` (`c`, strictly lower-triangular `a`, weights `b` and the weights
 `b_error` of the embedded error estimate `b - b_hat`); `AbstractExplicitRK.step` evaluates any of
 them. Methods whose last stage is the first stage of the next step (FSAL: Bosh3, Dopri5, Tsit5)
-carry it in the solver state. Dense output is the cubic Hermite interpolant through the values
-and derivatives at both ends of the step.
+carry it in the solver state. Dense output is the method's own fourth-order continuous extension
+where it has one (Dopri5: Hairer, Nørsett & Wanner's, Solving ODEs I §II.6; Tsit5: Tsitouras',
+2011), else the cubic Hermite interpolant through the values and derivatives at both ends.
 
 On an `SDETerm` (only `Heun` declares that it accepts one) each stage uses the combined
 increment `f(t, z) dt + g(t, z) dW`, which is the Stratonovich Heun method.
@@ -14,6 +15,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import jax
 import numpy as np
+from numpy.polynomial import polynomial as npoly
 
 from ._solver import AbstractSolver, DenseInfo, StepOutput
 from ._term import ODETerm, SDETerm
@@ -48,6 +50,23 @@ def _combine(y0, coeffs, stages, scale=None):
     if y0 is None:
         return jax.tree.map(lambda *ks: leaf(None, *ks), *[k for _, k in terms])
     return jax.tree.map(leaf, y0, *[k for _, k in terms])
+
+
+def _poly(*factors) -> np.ndarray:
+    """The product of polynomials given by coefficient lists in increasing powers."""
+    out = np.array([1.0])
+    for factor in factors:
+        out = npoly.polymul(out, np.asarray(factor, dtype=np.float64))
+    return out
+
+
+def _weights(rows) -> np.ndarray:
+    """Stack per-stage polynomials (increasing powers of theta) into a (stages, degree+1) array."""
+    degree = max(len(r) for r in rows)
+    out = np.zeros((len(rows), degree))
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
 
 
 class AbstractExplicitRK(AbstractSolver):
@@ -90,7 +109,8 @@ class AbstractExplicitRK(AbstractSolver):
             return StepOutput(y1, y_error, DenseInfo(y0, y1), None)
         f1 = ks[-1] if tab.fsal else terms.vector_field(t1, y1, args)
         new_state = f1 if tab.fsal else None
-        return StepOutput(y1, y_error, DenseInfo(y0, y1, ks[0], f1), new_state)
+        stages = tuple(ks) if self.dense_weights is not None else None
+        return StepOutput(y1, y_error, DenseInfo(y0, y1, ks[0], f1, stages), new_state)
 
 
 class _ODEOnly(AbstractExplicitRK):
@@ -146,6 +166,39 @@ class Bosh3(_ODEOnly):
     adaptive = True
 
 
+def _dopri5_dense() -> np.ndarray:
+    # Hairer's continuous extension (the `contd5` of DOPRI5), written per stage: with
+    # ydiff = h sum b_i k_i, bspl = h k_1 - ydiff, r4 = ydiff - h k_7 - bspl and r5 = h sum d_i k_i,
+    # y(t0 + theta h) = y0 + theta ydiff + theta (1-theta) bspl + theta^2 (1-theta) r4
+    #                   + theta^2 (1-theta)^2 r5.
+    b = np.array([35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0])
+    d = np.array(
+        [
+            -12715105075 / 11282082432,
+            0.0,
+            87487479700 / 32700410799,
+            -10690763975 / 1880347072,
+            701980252875 / 199316789632,
+            -1453857185 / 822651844,
+            69997945 / 29380423,
+        ]
+    )
+    e1, e7 = np.eye(7)[0], np.eye(7)[6]
+    basis = [
+        (b, _poly([0, 1])),
+        (e1 - b, _poly([0, 1], [1, -1])),
+        (2 * b - e1 - e7, _poly([0, 1], [0, 1], [1, -1])),
+        (d, _poly([0, 1], [0, 1], [1, -1], [1, -1])),
+    ]
+    out = np.zeros((7, 5))
+    for vec, poly in basis:
+        out[:, : len(poly)] += np.outer(vec, poly)
+    return out
+
+
+_DOPRI5_DENSE = _dopri5_dense()
+
+
 class Dopri5(_ODEOnly):
     """The Dormand–Prince 5(4) pair (FSAL; Dormand & Prince, 1980)."""
 
@@ -170,6 +223,7 @@ class Dopri5(_ODEOnly):
     )
     order = 5
     adaptive = True
+    dense_weights = _DOPRI5_DENSE
 
 
 _TSIT5_B = (
@@ -189,6 +243,26 @@ _TSIT5_BHAT = (
     1.866628418170587,
     1 / 66,
 )
+
+
+def _tsit5_dense() -> np.ndarray:
+    # Tsitouras (2011), the interpolant's b_i(theta) in factored form (roots as published).
+    theta = [0.0, 1.0]
+    return _weights(
+        [
+            -1.0530884977290216
+            * _poly(theta, [-1.3299890189751412, 1], [0.7139816917074209, -1.4364028541716351, 1]),
+            0.1017 * _poly(theta, theta, [1.2949852507374631, -2.1966568338249754, 1]),
+            2.490627285651252793
+            * _poly(theta, theta, [1.57803468208092486, -2.38535645472061657, 1]),
+            -16.54810288924490272
+            * _poly([-1.21712927295533244, 1], [-0.61620406037800089, 1], theta, theta),
+            47.37952196281928122
+            * _poly([-1.203071208372362603, 1], [-0.658047292653547382, 1], theta, theta),
+            -34.87065786149660974 * _poly([-1.2, 1], [-2 / 3, 1], theta, theta),
+            2.5 * _poly([-1.0, 1], [-0.6, 1], theta, theta),
+        ]
+    )
 
 
 class Tsit5(_ODEOnly):
@@ -217,6 +291,7 @@ class Tsit5(_ODEOnly):
     )
     order = 5
     adaptive = True
+    dense_weights = _tsit5_dense()
 
 
 class Heun(AbstractExplicitRK):

@@ -14,8 +14,12 @@ class SaveAt(eqx.Module):
 
     - `t0`: save the initial value.
     - `t1`: save the final value.
-    - `ts`: a 1-D increasing array of times in `[t0, t1]`, saved by dense output (a cubic
-      Hermite interpolant for ODE solvers that carry derivatives, linear otherwise).
+    - `ts`: a 1-D array of times between `t0` and `t1`, monotone in the direction of
+      integration, saved by dense output: the solver's own continuous extension (Dopri5,
+      Tsit5: fourth order), a cubic Hermite interpolant for other ODE solvers. Adaptive SDE
+      solves step onto each save time (interpolating a Brownian path would add an O(sqrt(dt))
+      error); constant-step SDE solves interpolate linearly between grid points. Costs
+      O(steps + saves).
     - `steps`: save after every accepted step (the unused tail of the buffer, `max_steps`
       long for adaptive solves, is filled with `inf`).
 
@@ -46,7 +50,11 @@ class SaveAt(eqx.Module):
                 values = np.asarray(self.ts)
             except Exception:  # traced: checked at run time by interpolation only
                 values = None
-            if values is not None and np.any(np.diff(values) < 0):
-                raise ValueError("`SaveAt.ts` must be non-decreasing")
+            steps = None if values is None else np.diff(values)
+            if steps is not None and np.any(steps < 0) and np.any(steps > 0):
+                raise ValueError(
+                    "`SaveAt.ts` must be monotone: non-decreasing (or non-increasing, to "
+                    "integrate backwards with t1 < t0)"
+                )
         if not (self.t0 or self.t1 or self.steps or self.ts is not None):
             raise ValueError("`SaveAt` saves nothing: set t0, t1, steps or ts")

@@ -1,4 +1,21 @@
-"""`solve`: integrate an ODE or SDE with any solver, controller, adjoint and save times."""
+"""`solve`: integrate an ODE or SDE with any solver, controller, adjoint and save times.
+
+How gradients flow through adaptive stepping (DESIGN section 2): the accepted step sizes are
+treated as constants. The controller sees `stop_gradient` copies of the step's values, so its
+decisions (accept or reject, the next step size, the initial step) carry no derivative; the
+derivative is that of the numerical solution on the step sequence that was taken, as in diffrax.
+Differentiating the step sizes would add the derivative of a discontinuous decision (an
+accepted/rejected step), which is not a derivative of the ODE solution and changes sign from one
+path to the next. For SDEs the Brownian path is fixed by its key: the query times of the tree are
+not differentiated either. `t0` and `t1` remain differentiable (the first step starts at `t0`,
+the last one is clipped to end on `t1`).
+
+Under `vmap` an adaptive loop runs until its slowest lane finishes; the finished lanes still run
+the loop body (its result is discarded by a select). Their step would have zero length, where
+divided differences and square roots of step sizes have infinite derivatives, and `0 * inf` in
+the backward pass is NaN: such lanes step instead over a real interval ending at their current
+time, whose result is thrown away.
+"""
 
 from typing import Any, NamedTuple
 
@@ -6,13 +23,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from .._core import (
     RESULTS,
     bounded_while_loop,
     check_floating,
-    check_increasing,
-    check_positive,
     check_result,
     check_scalar,
     make_progress_meter,
@@ -20,7 +36,8 @@ from .._core import (
     tree_all_finite,
 )
 from ._adjoint import AbstractAdjoint, RecursiveCheckpointAdjoint
-from ._controller import AbstractStepSizeController, ConstantStep, PIDController, _rms
+from ._controller import AbstractStepSizeController, ConstantStep, _rms
+from ._direction import reverse_terms
 from ._saveat import SaveAt
 from ._solution import Solution
 from ._solver import AbstractSolver, check_compatible, error_order, interpolate
@@ -28,6 +45,10 @@ from ._term import AbstractTerm
 
 _WHERE = "jaxsolve.diffeq.solve"
 _SAVE_T1 = SaveAt(t1=True)
+# Up to this many `SaveAt.ts`, every step interpolates all of them at once (one vectorised
+# evaluation, cheapest for the usual few dozen); above it, a step interpolates only the save
+# times it covers, in an inner loop, so the cost is O(steps + saves).
+_VECTOR_SAVES = 64
 
 
 def _is_concrete(x) -> bool:
@@ -38,19 +59,90 @@ def _stack_leaves(trees):
     return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *trees)
 
 
+def _stop_gradient(tree):
+    """`lax.stop_gradient` on the array leaves; other leaves (functions, static data) as is."""
+    return jax.tree.map(lambda x: lax.stop_gradient(x) if eqx.is_array(x) else x, tree)
+
+
+def _leading(tree):
+    return jax.tree.map(lambda y: y[None], tree)
+
+
 class _Carry(NamedTuple):
     t: Any
     y: Any
     dt: Any
     solver_state: Any
     controller_state: Any
+    save_index: Any
     ys_ts: Any
     steps_ts: Any
     steps_ys: Any
     num_accepted: Any
     num_rejected: Any
+    # Whether the last rejected step was rejected for a non-finite value: a solve that then
+    # stalls failed because of NaN/inf (reported as `nonfinite`), not because of stiffness.
+    rejected_nonfinite: Any
     result: Any
     progress: Any
+
+
+class _Problem(NamedTuple):
+    """What the compiled core needs besides the static configuration (all in `tau = d t`)."""
+
+    terms: Any
+    solver: Any
+    controller: Any
+    t0: Any
+    t1: Any
+    y0: Any
+    args: Any
+    save_ts: Any
+
+
+def _check_times(t0, t1, dt0):
+    """Eager checks of the time arguments; returns the direction if it is known (else None)."""
+    check_scalar("t0", t0)
+    check_scalar("t1", t1)
+    direction = None
+    if _is_concrete(t0) and _is_concrete(t1):
+        if not (np.isfinite(float(t0)) and np.isfinite(float(t1))):
+            raise ValueError(f"`t0` and `t1` must be finite, got t0={float(t0)}, t1={float(t1)}")
+        direction = 1 if float(t1) >= float(t0) else -1
+    if dt0 is not None:
+        check_scalar("dt0", dt0)
+        if _is_concrete(dt0):
+            value = float(dt0)
+            if value == 0 or not np.isfinite(value):
+                raise ValueError(f"`dt0` must be finite and nonzero, got {value}")
+            if direction is not None and value * direction < 0:
+                raise ValueError(
+                    f"`dt0` must have the sign of t1 - t0 (the direction of integration), got "
+                    f"dt0={value} with t0={float(t0)}, t1={float(t1)}"
+                )
+    return direction
+
+
+def _check_saveat(saveat, t0, t1, direction, dtype):
+    """Eager checks of `SaveAt.ts`; returns (save_ts, whether they still need a traced check)."""
+    if not isinstance(saveat, SaveAt):
+        raise TypeError(f"`saveat` must be a jaxsolve.diffeq.SaveAt, got {type(saveat).__name__}")
+    if saveat.ts is None:
+        return None, False
+    save_ts = jnp.asarray(saveat.ts, dtype)
+    if not (_is_concrete(save_ts) and direction is not None):
+        return save_ts, True
+    values = np.asarray(save_ts, np.float64)
+    lo, hi = sorted((float(t0), float(t1)))
+    if values.min() < lo or values.max() > hi:
+        raise ValueError(
+            f"`SaveAt.ts` must lie in [t0, t1] = [{float(t0)}, {float(t1)}], got values in "
+            f"[{values.min()}, {values.max()}]"
+        )
+    if np.any(direction * np.diff(values) < 0):
+        order = "non-decreasing" if direction > 0 else "non-increasing (t1 < t0)"
+        raise ValueError(f"`SaveAt.ts` must be {order} in the direction of integration")
+    return save_ts, False
 
 
 def solve(
@@ -76,26 +168,35 @@ def solve(
     - `terms`: an `ODETerm`, an `SDETerm` (which carries its Brownian motion), or another
       `AbstractTerm` (e.g. `UnderdampedLangevinTerm`).
     - `solver`: a `jaxsolve.diffeq.AbstractSolver`, e.g. `Tsit5()` or `ShARK()`.
-    - `t0`, `t1`: scalars with `t0 < t1`.
+    - `t0`, `t1`: scalars. `t1 < t0` integrates backwards in time (ODEs and SDEs); `t0 == t1`
+      returns `y0`. Either may be traced (under `jit`, also with a traced direction).
     - `y0`: the initial value, a pytree of floating arrays; its dtype sets the dtype of time.
-    - `dt0`: the (initial) step size. Required for constant steps and for SDEs; for adaptive
-      ODE solves `None` picks one (Hairer & Wanner's heuristic).
-    - `args`: passed to the vector fields.
-    - `saveat`: a `SaveAt`; default: only `t1`.
+    - `dt0`: the (initial) step size, with the sign of `t1 - t0`. Required for constant steps
+      and for SDEs; for adaptive ODE solves `None` picks one (Hairer & Wanner's heuristic).
+    - `args`: passed to the vector fields; any pytree: arrays, equinox modules (a neural
+      network), functions, static data. Gradients flow to its floating-point array leaves.
+    - `saveat`: a `SaveAt`; default: only `t1`. `SaveAt.ts` must lie between `t0` and `t1`,
+      monotone in the direction of integration (checked at run time when traced).
     - `controller`: `None` or `ConstantStep()` for constant steps, or a `PIDController`.
     - `max_steps`: the most steps (accepted and rejected) to attempt.
     - `adjoint`: `RecursiveCheckpointAdjoint()` (default; reverse and forward mode) or
       `ForwardMode()` (forward mode only, fastest adaptive loop).
     - `throw`: if `True`, a failure (`sol.result` not successful) raises at run time, also
-      under `jit`; if `False` the solution carries the code.
+      under `jit`; if `False` the solution carries the code (`max_steps_reached`, `nonfinite`,
+      `dt_underflow`).
     - `progress`: `True` (or a progress meter) shows how far `t` got.
 
     **Returns:** a `Solution` with `ts`, `ys`, `result` and `stats`.
 
+    **Gradients** through adaptive solves are those of the computed solution with the accepted
+    step sizes held constant (as in diffrax); for SDEs the Brownian path is fixed by its key.
+    They are correct under `vmap`, where lanes take different numbers of steps.
+
     With constant steps and concrete `t0`, `t1`, `dt0`, the step grid is known before tracing:
     all Brownian increments are drawn at once (`brownian.increments(grid)`, which shares the
     upper levels of the tree) and the steps run in one `lax.scan`. Otherwise the steps run in a
-    bounded while loop, querying `brownian.increment(t, t + dt)` per attempted step.
+    bounded while loop, querying `brownian.increment(t, t + dt)` per attempted step; a new value
+    of a traced `t0`, `t1`, `dt0` or float in `args` does not recompile.
 
     **Example:**
 
@@ -115,20 +216,15 @@ def solve(
     if not leaves:
         raise ValueError("`y0` must contain at least one array")
     dtype = leaves[0].dtype
-    check_scalar("t0", t0)
-    check_scalar("t1", t1)
-    check_increasing("t0", t0, "t1", t1)
-    if not isinstance(saveat, SaveAt):
-        raise TypeError(f"`saveat` must be a jaxsolve.diffeq.SaveAt, got {type(saveat).__name__}")
-    if controller is None:
-        controller = ConstantStep()
+    direction = _check_times(t0, t1, dt0)
+    save_ts, check_saves = _check_saveat(saveat, t0, t1, direction, dtype)
+    controller = ConstantStep() if controller is None else controller
     if not isinstance(controller, AbstractStepSizeController):
         raise TypeError(
             "`controller` must be None, ConstantStep() or PIDController(...), got "
             f"{type(controller).__name__}"
         )
-    if adjoint is None:
-        adjoint = RecursiveCheckpointAdjoint()
+    adjoint = RecursiveCheckpointAdjoint() if adjoint is None else adjoint
     if not isinstance(adjoint, AbstractAdjoint):
         raise TypeError(
             "`adjoint` must be RecursiveCheckpointAdjoint() or ForwardMode(), got "
@@ -146,9 +242,6 @@ def solve(
             + ("with constant steps (controller=None or ConstantStep())" if constant else "")
             + ("" if constant else "for SDEs (the Brownian tree's `tol` should be below it)")
         )
-    if dt0 is not None:
-        check_scalar("dt0", dt0)
-        check_positive("dt0", dt0)
     if not constant and not solver.adaptive:
         raise ValueError(
             f"{type(solver).__name__} has no embedded error estimate, so it cannot be used "
@@ -161,76 +254,85 @@ def solve(
     t0 = jnp.asarray(t0, dtype)
     t1 = jnp.asarray(t1, dtype)
     terms.validate(t0, y0, args)
-    if saveat.ts is not None:
-        save_ts = jnp.asarray(saveat.ts, dtype)
-        if _is_concrete(save_ts) and _is_concrete(t0) and _is_concrete(t1):
-            lo, hi = float(np.min(save_ts)), float(np.max(save_ts))
-            if lo < float(t0) or hi > float(t1):
-                raise ValueError(
-                    f"`SaveAt.ts` must lie in [t0, t1] = [{float(t0)}, {float(t1)}], got "
-                    f"values in [{lo}, {hi}]"
-                )
-    else:
-        save_ts = None
     meter = make_progress_meter(progress, _WHERE)
     eorder = error_order(solver, terms) if not constant else None
-
     # Python numbers in `args` become weakly typed arrays: traced, so that a new value does not
     # recompile, and still adopting the dtype of whatever they multiply.
     args = jax.tree.map(
         lambda x: jnp.asarray(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x,
         args,
     )
-    fixed_grid = constant and all(_is_concrete(x) for x in times_given)
-    if fixed_grid:
-        t0_value, t1_value = float(times_given[0]), float(times_given[1])
-        span = t1_value - t0_value
-        ratio = span / float(dt0)
-        num_steps = max(1, int(np.ceil(ratio * (1 - 1e-10))))
+    sign = direction if direction is not None else jnp.where(t1 >= t0, 1, -1).astype(dtype)
+    if direction != 1:
+        terms = reverse_terms(terms, sign)
+    num_steps, fixed_times, increments, dt_init = None, None, None, None
+    if constant and all(_is_concrete(x) for x in times_given):
+        tau0, tau1 = direction * float(times_given[0]), direction * float(times_given[1])
+        num_steps = int(np.ceil((tau1 - tau0) / abs(float(dt0)) * (1 - 1e-10)))
         if num_steps > max_steps:
-            raise ValueError(
-                f"`max_steps`={max_steps} is less than the {num_steps} constant steps of size "
-                f"dt0={float(dt0)} from t0={t0_value} to t1={t1_value}; increase `max_steps`"
-            )
-        dt_init, fixed_dt0 = None, (t0_value, t1_value, float(dt0))
-        grid = _fixed_grid(fixed_dt0, num_steps, dtype)
-        # Drawn here, outside the compiled core, so that inside the caller's `jit` the tree's
-        # own constants (t0, t1, depth) stay constants and its descent is folded by XLA.
-        increments = terms.brownian.increments(grid) if stochastic else None
-    else:
-        num_steps, fixed_dt0, increments = None, None, None
-        dt_init = None if dt0 is None else jnp.asarray(dt0, dtype)
+            if throw:
+                raise ValueError(
+                    f"`max_steps`={max_steps} is less than the {num_steps} constant steps of "
+                    f"size dt0={float(dt0)} from t0={float(times_given[0])} to "
+                    f"t1={float(times_given[1])}; increase `max_steps`"
+                )
+            # The loop stops after `max_steps` and reports `max_steps_reached`.
+            num_steps = None
+        else:
+            fixed_times = (tau0, tau1, abs(float(dt0)))
+            grid = _fixed_grid(fixed_times, num_steps, dtype)
+            # Drawn here, outside the compiled core, so that inside the caller's `jit` the
+            # tree's own constants (t0, t1, depth) stay constants and its descent is folded.
+            if stochastic and num_steps > 0:
+                increments = terms.brownian.increments(grid)
+    if num_steps is None and dt0 is not None:
+        dt_init = jnp.abs(jnp.asarray(dt0, dtype))
+    problem = _Problem(terms, solver, controller, t0, t1, y0, args, save_ts)
     return _run(
-        terms, solver, controller, adjoint, saveat, meter, t0, t1, y0, dt_init, args, save_ts,
-        increments, num_steps=num_steps, fixed_dt0=fixed_dt0, max_steps=max_steps, eorder=eorder, throw=throw,
+        problem, adjoint, saveat, meter, dt_init, increments, sign, num_steps=num_steps,
+        fixed_times=fixed_times, max_steps=max_steps, eorder=eorder, throw=throw,
+        check_saves=check_saves,
     )  # fmt: skip
 
 
 @eqx.filter_jit
 def _run(
-    terms, solver, controller, adjoint, saveat, meter, t0, t1, y0, dt_init, args, save_ts,
-    increments, *, num_steps, fixed_dt0, max_steps, eorder, throw,
+    problem, adjoint, saveat, meter, dt_init, increments, sign, *, num_steps, fixed_times,
+    max_steps, eorder, throw, check_saves,
 ):  # fmt: skip
     """The traced part of `solve`, compiled once per static configuration (and inlined when
-    `solve` is called inside the user's `jit`)."""
-    dtype = t0.dtype
+    `solve` is called inside the user's `jit`). Works in `tau = sign * t`."""
+    sign = jnp.asarray(sign, problem.t0.dtype)
+    tau0, tau1 = sign * problem.t0, sign * problem.t1
+    save_tau = None if problem.save_ts is None else sign * problem.save_ts
+    if check_saves:
+        span = jnp.abs(tau1 - tau0)
+        slack = 8 * jnp.finfo(tau0.dtype).eps * jnp.maximum(span, jnp.abs(tau1))
+        inside = jnp.all((save_tau >= tau0 - slack) & (save_tau <= tau1 + slack))
+        monotone = jnp.all(jnp.diff(save_tau) >= 0)
+        save_tau = eqx.error_if(
+            save_tau,
+            ~(inside & monotone),
+            "`SaveAt.ts` must lie between t0 and t1 and be monotone in the direction of "
+            "integration (checked at run time because the times are traced)",
+        )
+    problem = problem._replace(t0=tau0, t1=tau1, save_ts=save_tau)
     if num_steps is not None:
-        sol = _solve_fixed(
-            terms, solver, t0, t1, y0, fixed_dt0, num_steps, args, saveat, save_ts, adjoint,
-            meter, dtype, increments,
-        )  # fmt: skip
+        sol = _solve_fixed(problem, saveat, adjoint, meter, fixed_times, num_steps, increments)
     else:
         if dt_init is None:
-            dt_init = _initial_dt(terms, t0, t1, y0, args, controller, eorder)
+            dt_init = _initial_dt(problem, eorder)
         sol = _solve_loop(
-            terms, solver, controller, t0, t1, y0, dt_init, args, saveat, save_ts, max_steps,
-            adjoint, meter, eorder, dtype,
-        )  # fmt: skip
+            problem, saveat, adjoint, meter, lax.stop_gradient(dt_init), max_steps, eorder
+        )
+    sol = eqx.tree_at(lambda s: s.ts, sol, sol.ts * sign)
     return check_result(sol, sol.result, throw, _WHERE)
 
 
-def _initial_dt(terms, t0, t1, y0, args, controller: PIDController, eorder):
-    """Hairer, Nørsett & Wanner's starting step (Solving ODEs I, §II.4)."""
+def _initial_dt(problem: _Problem, eorder):
+    """Hairer, Nørsett & Wanner's starting step (Solving ODEs I, §II.4), not differentiated."""
+    terms, controller = problem.terms, problem.controller
+    t0, t1, y0, args = _stop_gradient((problem.t0, problem.t1, problem.y0, problem.args))
     f = terms.vector_field
     scale = jax.tree.map(
         lambda y: (
@@ -253,7 +355,10 @@ def _initial_dt(terms, t0, t1, y0, args, controller: PIDController, eorder):
         jnp.maximum(1e-6, h0 * 1e-3),
         (0.01 / jnp.maximum(dmax, 1e-30)) ** (1.0 / eorder),
     ).astype(t0.dtype)
-    return jnp.minimum(jnp.minimum(100 * h0, h1), t1 - t0)
+    dt = jnp.minimum(jnp.minimum(100 * h0, h1), t1 - t0)
+    # A non-finite vector field gives a NaN step: start with something finite and let the
+    # first step report it.
+    return lax.stop_gradient(jnp.where(jnp.isfinite(dt) & (dt > 0), dt, 1e-6 * jnp.ones_like(dt)))
 
 
 def _fixed_grid(times, num_steps, dtype):
@@ -265,110 +370,138 @@ def _fixed_grid(times, num_steps, dtype):
     return jnp.asarray(points.astype(np.dtype(dtype)))
 
 
-def _solve_fixed(
-    terms, solver, t0, t1, y0, times, num_steps, args, saveat, save_ts, adjoint, meter, dtype,
-    increments,
-):  # fmt: skip
+def _assemble(saveat, t0, y0, dense, steps, final):
+    """Concatenate the saved (ts, ys) in `SaveAt`'s order: t0, ts, steps, t1."""
+    parts = []
+    if saveat.t0:
+        parts.append((t0[None], _leading(y0)))
+    if dense is not None:
+        parts.append(dense)
+    if saveat.steps:
+        parts.append(steps)
+    if saveat.t1:
+        parts.append((final[0][None], _leading(final[1])))
+    ts, ys = zip(*parts, strict=True)
+    return jnp.concatenate(ts), _stack_leaves(ys)
+
+
+def _solve_fixed(p: _Problem, saveat, adjoint, meter, times, num_steps, increments):
     """Constant steps on a grid known before tracing: pre-drawn increments, one `lax.scan`."""
+    dtype = p.t0.dtype
     grid = _fixed_grid(times, num_steps, dtype)
-    state = solver.init(terms, grid[0], grid[1], y0, args)
-    want_dense = save_ts is not None
-    span = t1 - t0
+    want_dense = p.save_ts is not None
+    if num_steps == 0:  # t0 == t1
+        dense = None
+        if want_dense:
+            dense = (
+                p.save_ts,
+                jax.tree.map(lambda y: jnp.broadcast_to(y, (p.save_ts.shape[0], *y.shape)), p.y0),
+            )
+        empty = (grid[:0], jax.tree.map(lambda y: y[None][:0], p.y0))
+        ts, ys = _assemble(saveat, p.t0, p.y0, dense, empty, (p.t1, p.y0))
+        zero = jnp.asarray(0)
+        stats = {"num_steps": zero, "num_accepted_steps": zero, "num_rejected_steps": zero}
+        return Solution(ts, ys, RESULTS.successful, stats)
+    state = p.solver.init(p.terms, grid[0], grid[1], p.y0, p.args)
+    span = p.t1 - p.t0
 
     def body(carry, x):
         y, solver_state, progress = carry
         ta, tb, increment = x
-        out = solver.step(terms, ta, tb, y, args, increment, solver_state)
-        progress = meter.step(progress, (tb - t0) / span)
+        out = p.solver.step(p.terms, ta, tb, y, p.args, increment, solver_state)
+        progress = meter.step(progress, (tb - p.t0) / span)
         saved = (out.y1 if saveat.steps else None, out.dense_info if want_dense else None)
         return (out.y1, out.state, progress), saved
 
     (y_final, _, progress), (ys_steps, infos) = scan_steps(
         body,
-        (y0, state, meter.init()),
+        (p.y0, state, meter.init()),
         (grid[:-1], grid[1:], increments),
         checkpoint=adjoint.checkpoint_steps,
     )
     meter.close(progress)
-    ts_out, ys_out = [], []
-    if saveat.t0:
-        ts_out.append(t0[None])
-        ys_out.append(jax.tree.map(lambda y: y[None], y0))
+    dense = None
     if want_dense:
-        index = jnp.clip(jnp.searchsorted(grid[1:], save_ts, side="left"), 0, num_steps - 1)
+        index = jnp.clip(jnp.searchsorted(grid[1:], p.save_ts, side="left"), 0, num_steps - 1)
         step_info = jax.tree.map(lambda x: x[index], infos)
-        ys_ts = jax.vmap(interpolate)(grid[index], grid[index + 1], step_info, save_ts)
-        ts_out.append(save_ts)
-        ys_out.append(ys_ts)
-    if saveat.steps:
-        ts_out.append(grid[1:])
-        ys_out.append(ys_steps)
-    if saveat.t1:
-        ts_out.append(t1[None])
-        ys_out.append(jax.tree.map(lambda y: y[None], y_final))
+        evaluate = lambda a, b, info, s: interpolate(a, b, info, s, p.solver.dense_weights)
+        dense = (p.save_ts, jax.vmap(evaluate)(grid[index], grid[index + 1], step_info, p.save_ts))
+    ts, ys = _assemble(saveat, p.t0, p.y0, dense, (grid[1:], ys_steps), (p.t1, y_final))
     result = RESULTS.where(tree_all_finite(y_final), RESULTS.successful, RESULTS.nonfinite)
     count = jnp.asarray(num_steps)
-    stats = {
-        "num_steps": count,
-        "num_accepted_steps": count,
-        "num_rejected_steps": jnp.asarray(0),
-    }
-    return Solution(jnp.concatenate(ts_out), _stack_leaves(ys_out), result, stats)
+    stats = {"num_steps": count, "num_accepted_steps": count, "num_rejected_steps": jnp.asarray(0)}
+    return Solution(ts, ys, result, stats)
 
 
-def _solve_loop(
-    terms,
-    solver,
-    controller,
-    t0,
-    t1,
-    y0,
-    dt_init,
-    args,
-    saveat,
-    save_ts,
-    max_steps,
-    adjoint,
-    meter,
-    eorder,
-    dtype,
-):
+def _save_dense(p: _Problem, c: _Carry, t_end, info, accept, loop_kind):
+    """Write the dense output of the step `[c.t, t_end]` at the save times it covers.
+
+    Returns the new `(save_index, ys_ts)`. Few save times: all are interpolated and the covered
+    ones selected. Many: an inner loop walks from `save_index` over the covered ones only.
+    """
+    save_ts = p.save_ts
+    num_saves = save_ts.shape[0]
+
+    def value_at(s):
+        return interpolate(c.t, t_end, info, s, p.solver.dense_weights)
+
+    if num_saves <= _VECTOR_SAVES:
+        mask = accept & (save_ts > c.t) & (save_ts <= t_end)
+        values = jax.vmap(value_at)(save_ts)
+        ys_ts = jax.tree.map(
+            lambda v, old: jnp.where(mask.reshape((-1,) + (1,) * (v.ndim - 1)), v, old),
+            values,
+            c.ys_ts,
+        )
+        return c.save_index + jnp.sum(mask).astype(c.save_index.dtype), ys_ts
+
+    def pending(carry):
+        index, _ = carry
+        return accept & (index < num_saves) & (save_ts[jnp.minimum(index, num_saves - 1)] <= t_end)
+
+    def write(carry):
+        index, ys_ts = carry
+        value = value_at(save_ts[index])
+        ys_ts = jax.tree.map(lambda buf, v: buf.at[index].set(v), ys_ts, value)
+        return index + 1, ys_ts
+
+    loop = bounded_while_loop(
+        pending, write, (c.save_index, c.ys_ts), max_steps=num_saves, kind=loop_kind
+    )
+    return loop.value
+
+
+def _solve_loop(p: _Problem, saveat, adjoint, meter, dt_init, max_steps, eorder):
     """Adaptive steps (or constant steps with traced times) in a bounded while loop."""
+    dtype = p.t0.dtype
+    t0, t1 = p.t0, p.t1
     span = t1 - t0
     # Steps that would end within a few ulps of t1 are stretched to end exactly on it, so that
     # no sliver step (and no spurious dt underflow) is left at the end.
     snap = 100 * jnp.finfo(dtype).eps * jnp.maximum(jnp.abs(t0), jnp.abs(t1))
     snap = jnp.maximum(snap, 100 * jnp.finfo(dtype).eps * span)
-    constant = isinstance(controller, ConstantStep)
+    constant = isinstance(p.controller, ConstantStep)
+    brownian = p.terms.brownian
+    # An SDE's path between two steps is not resolved (its dense output is linear, with an
+    # O(sqrt(dt)) error that would swamp a strong order 1.5 solver): steps end on the save
+    # times instead, so the saved values are the solver's own.
+    clip_to_saves = brownian is not None and p.save_ts is not None
 
-    def first_t_next(dt):
-        return jnp.minimum(t0 + dt, t1)
-
-    state0 = solver.init(terms, t0, first_t_next(dt_init), y0, args)
-    ys_ts = None
-    if save_ts is not None:
-        ys_ts = jax.tree.map(
-            lambda y: jnp.broadcast_to(y, (save_ts.shape[0], *y.shape)).astype(y.dtype), y0
-        )
+    state0 = p.solver.init(p.terms, t0, jnp.minimum(t0 + dt_init, t1), p.y0, p.args)
+    ys_ts, save_index = None, jnp.asarray(0)
+    if p.save_ts is not None:
+        # Save times equal to t0 hold y0 from the start.
+        ys_ts = jax.tree.map(lambda y: jnp.broadcast_to(y, (p.save_ts.shape[0], *y.shape)), p.y0)
+        save_index = jnp.sum(p.save_ts <= t0).astype(save_index.dtype)
     steps_ts = steps_ys = None
     if saveat.steps:
         steps_ts = jnp.full((max_steps,), jnp.inf, dtype)
-        steps_ys = jax.tree.map(lambda y: jnp.full((max_steps, *y.shape), jnp.inf, y.dtype), y0)
+        steps_ys = jax.tree.map(lambda y: jnp.full((max_steps, *y.shape), jnp.inf, y.dtype), p.y0)
     zero = jnp.asarray(0)
     init = _Carry(
-        t0,
-        y0,
-        dt_init,
-        state0,
-        controller.init(dtype),
-        ys_ts,
-        steps_ts,
-        steps_ys,
-        zero,
-        zero,
-        RESULTS.successful,
-        meter.init(),
-    )
+        t0, p.y0, dt_init, state0, p.controller.init(dtype), save_index, ys_ts, steps_ts,
+        steps_ys, zero, zero, jnp.asarray(False), RESULTS.successful, meter.init(),
+    )  # fmt: skip
 
     def cond(c: _Carry):
         return (c.t < t1) & (c.result == RESULTS.successful)
@@ -376,55 +509,56 @@ def _solve_loop(
     def body(c: _Carry):
         t_next = c.t + c.dt
         t_next = jnp.where(t_next >= t1 - snap, t1, t_next)
-        increment = terms.brownian.increment(c.t, t_next) if terms.brownian is not None else None
-        out = solver.step(terms, c.t, t_next, c.y, args, increment, c.solver_state)
+        if clip_to_saves:
+            upcoming = p.save_ts[jnp.minimum(c.save_index, p.save_ts.shape[0] - 1)]
+            clip = (c.save_index < p.save_ts.shape[0]) & (upcoming > c.t) & (upcoming < t_next)
+            t_next = jnp.where(clip, upcoming, t_next)
+        degenerate = t_next <= c.t
+        # Finished lanes (under vmap) and stalled steps: step over a real interval ending at
+        # t_next instead (see the module docstring); the result is discarded.
+        back = jnp.where(c.dt > 0, c.dt, jnp.where(span > 0, span, 1))
+        t_start = jnp.where(degenerate, jnp.maximum(t_next - back, t0), c.t)
+        increment = None
+        if brownian is not None:
+            increment = brownian.increment(lax.stop_gradient(t_start), lax.stop_gradient(t_next))
+        out = p.solver.step(p.terms, t_start, t_next, c.y, p.args, increment, c.solver_state)
+        finite = tree_all_finite(out.y1)
         if constant:
-            accept, dt_next, cstate, underflow = jnp.array(True), c.dt, c.controller_state, False
+            accept, dt_next, cstate, underflow = finite, c.dt, c.controller_state, ~finite
         else:
-            accept, dt_next, cstate, underflow = controller.adapt(
-                c.t, t_next, c.y, out.y1, out.y_error, eorder, c.controller_state
+            finite = finite & tree_all_finite(out.y_error)
+            accept, dt_next, cstate, underflow = p.controller.adapt(
+                *lax.stop_gradient((t_start, t_next, c.y, out.y1, out.y_error)),
+                eorder,
+                c.controller_state,
             )
-        stalled = t_next <= c.t
-        result = RESULTS.where(stalled | underflow, RESULTS.dt_underflow, c.result)
-        accept = accept & ~stalled
-        y = jax.tree.map(lambda new, old: jnp.where(accept, new, old), out.y1, c.y)
-        solver_state = jax.tree.map(
-            lambda new, old: jnp.where(accept, new, old), out.state, c.solver_state
-        )
-        ys_ts = c.ys_ts
-        if save_ts is not None:
-            mask = accept & (save_ts > c.t) & (save_ts <= t_next)
-            values = jax.vmap(lambda s: interpolate(c.t, t_next, out.dense_info, s))(save_ts)
-            ys_ts = jax.tree.map(
-                lambda v, old: jnp.where(mask.reshape((-1,) + (1,) * (v.ndim - 1)), v, old),
-                values,
-                c.ys_ts,
-            )
+            dt_next = lax.stop_gradient(dt_next)
+        rejected_nonfinite = jnp.where(accept, c.rejected_nonfinite, ~finite)
+        failed = degenerate | underflow
+        code = RESULTS.where(finite & ~rejected_nonfinite, RESULTS.dt_underflow, RESULTS.nonfinite)
+        result = RESULTS.where(failed, code, c.result)
+        accept = accept & ~degenerate
+        keep = lambda new, old: jnp.where(accept, new, old)
+        y = jax.tree.map(keep, out.y1, c.y)
+        solver_state = jax.tree.map(keep, out.state, c.solver_state)
+        save_index, ys_ts = c.save_index, c.ys_ts
+        if p.save_ts is not None:
+            save_index, ys_ts = _save_dense(p, c, t_next, out.dense_info, accept, adjoint.loop_kind)
         steps_ts, steps_ys = c.steps_ts, c.steps_ys
         if saveat.steps:
             index = c.num_accepted
-            steps_ts = steps_ts.at[index].set(jnp.where(accept, t_next, steps_ts[index]))
+            steps_ts = steps_ts.at[index].set(keep(t_next, steps_ts[index]))
             steps_ys = jax.tree.map(
-                lambda buf, new: buf.at[index].set(jnp.where(accept, new, buf[index])),
-                steps_ys,
-                out.y1,
+                lambda buf, new: buf.at[index].set(keep(new, buf[index])), steps_ys, out.y1
             )
-        t = jnp.where(accept, t_next, c.t)
-        progress = meter.step(c.progress, (t - t0) / span)
+        t = keep(t_next, c.t)
+        progress = meter.step(c.progress, (t - t0) / jnp.where(span > 0, span, 1))
         return _Carry(
-            t,
-            y,
-            dt_next,
-            solver_state,
-            cstate,
-            ys_ts,
-            steps_ts,
-            steps_ys,
+            t, y, dt_next, solver_state, cstate, save_index, ys_ts, steps_ts, steps_ys,
             c.num_accepted + accept.astype(c.num_accepted.dtype),
-            c.num_rejected + (~accept).astype(c.num_rejected.dtype),
-            result,
+            c.num_rejected + (~accept).astype(c.num_rejected.dtype), rejected_nonfinite, result,
             progress,
-        )
+        )  # fmt: skip
 
     loop = bounded_while_loop(cond, body, init, max_steps=max_steps, kind=adjoint.loop_kind)
     final: _Carry = loop.value
@@ -433,22 +567,12 @@ def _solve_loop(
     result = RESULTS.where(
         (result == RESULTS.successful) & ~tree_all_finite(final.y), RESULTS.nonfinite, result
     )
-    ts_out, ys_out = [], []
-    if saveat.t0:
-        ts_out.append(t0[None])
-        ys_out.append(jax.tree.map(lambda y: y[None], y0))
-    if save_ts is not None:
-        ts_out.append(save_ts)
-        ys_out.append(final.ys_ts)
-    if saveat.steps:
-        ts_out.append(final.steps_ts)
-        ys_out.append(final.steps_ys)
-    if saveat.t1:
-        ts_out.append(final.t[None])
-        ys_out.append(jax.tree.map(lambda y: y[None], final.y))
+    dense = None if p.save_ts is None else (p.save_ts, final.ys_ts)
+    steps = (final.steps_ts, final.steps_ys)
+    ts, ys = _assemble(saveat, t0, p.y0, dense, steps, (final.t, final.y))
     stats = {
         "num_steps": loop.num_steps,
         "num_accepted_steps": final.num_accepted,
         "num_rejected_steps": final.num_rejected,
     }
-    return Solution(jnp.concatenate(ts_out), _stack_leaves(ys_out), result, stats)
+    return Solution(ts, ys, result, stats)

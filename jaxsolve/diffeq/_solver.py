@@ -25,20 +25,38 @@ class DenseInfo(NamedTuple):
     """What a step leaves for dense output (`SaveAt(ts=...)`) over `[t0, t1]`.
 
     `y0`, `y1`: the solution at both ends. `f0`, `f1`: the time derivatives at both ends (for
-    a cubic Hermite interpolant, accurate to fourth order), or `None` for linear interpolation
-    (what SDE solvers use: the Brownian path between steps is not resolved anyway).
+    a cubic Hermite interpolant), or `None` for linear interpolation (what SDE solvers use: the
+    Brownian path between steps is not resolved anyway). `ks`: the stages of a Runge–Kutta step
+    (a tuple of pytrees shaped like `y0`), for solvers with their own continuous extension
+    (`dense_weights`), else `None`.
     """
 
     y0: Any
     y1: Any
     f0: Any = None
     f1: Any = None
+    ks: Any = None
 
 
-def interpolate(t0, t1, info: DenseInfo, t):
-    """Evaluate the dense output of one step `[t0, t1]` at `t`."""
+def interpolate(t0, t1, info: DenseInfo, t, weights=None):
+    """Evaluate the dense output of one step `[t0, t1]` at `t`.
+
+    With `weights` (a NumPy array of shape `(num_stages, degree + 1)`, row `i` the coefficients
+    of `b_i(theta)` in increasing powers of `theta`) and the step's stages `info.ks`, this is
+    the method's own continuous extension `y0 + h sum_i b_i(theta) k_i`; otherwise the cubic
+    Hermite interpolant (with `f0`, `f1`) or linear interpolation.
+    """
     h = t1 - t0
     s = jnp.where(h > 0, (t - t0) / jnp.where(h > 0, h, 1), 0)
+    if weights is not None and info.ks is not None:
+        powers = s ** jnp.arange(weights.shape[1], dtype=s.dtype)
+        coeffs = jnp.asarray(weights, s.dtype) @ powers
+
+        def extension(y, *ks):
+            acc = sum(coeffs[i].astype(y.dtype) * k for i, k in enumerate(ks))
+            return y + h.astype(y.dtype) * acc
+
+        return jax.tree.map(extension, info.y0, *info.ks)
     if info.f0 is None or info.f1 is None:
         return jax.tree.map(lambda a, b: a + s.astype(a.dtype) * (b - a), info.y0, info.y1)
 
@@ -82,6 +100,8 @@ class AbstractSolver(_core.AbstractSolver):
     - `order`: the (weak/ODE) order of the method, or `None`;
     - `adaptive`: whether `step` returns an error estimate (so a `PIDController` can be used).
     - `noise_types` (optional): the `SDETerm.noise` kinds it handles (default: all).
+    - `dense_weights` (optional): the coefficients of the method's own continuous extension
+      (see `interpolate`); its steps then put their stages in `DenseInfo.ks`.
 
     and implements:
 
@@ -119,6 +139,7 @@ class AbstractSolver(_core.AbstractSolver):
     order: eqx.AbstractClassVar[int | None]
     adaptive: eqx.AbstractClassVar[bool]
     noise_types: ClassVar[tuple[str, ...]] = ("diagonal", "additive", "general")
+    dense_weights: ClassVar[Any] = None
 
     @abc.abstractmethod
     def strong_order(self, terms: AbstractTerm) -> float | None:

@@ -25,7 +25,8 @@ class AbstractTerm(eqx.Module):
 
     A subclass sets `brownian` (a class attribute `None` for deterministic terms, or a field
     holding a `jaxsolve.brownian` object) and implements `validate`, which checks eagerly, in
-    Python, that `y0` fits the term (use `jax.eval_shape`, never run the vector field).
+    Python, that `y0` fits the term (use `eqx.filter_eval_shape`, which accepts any `args`:
+    models, functions, static data; never run the vector field).
     """
 
     brownian: eqx.AbstractVar[Any]
@@ -53,7 +54,7 @@ class ODETerm(AbstractTerm):
     brownian: None = None
 
     def validate(self, t0, y0, args):
-        out = jax.eval_shape(self.vector_field, t0, y0, args)
+        out = eqx.filter_eval_shape(self.vector_field, t0, y0, args)
         check_same_structure("y0", y0, out, "the vector field's output")
 
 
@@ -106,10 +107,10 @@ class SDETerm(AbstractTerm):
                 )
 
     def validate(self, t0, y0, args):
-        drift = jax.eval_shape(self.drift, t0, y0, args)
+        drift = eqx.filter_eval_shape(self.drift, t0, y0, args)
         check_same_structure("y0", y0, drift, "the drift's output")
-        diffusion = jax.eval_shape(self.diffusion, t0, y0, args)
-        w_struct = jax.eval_shape(lambda t: self.brownian.increment(t, t).W, t0)
+        diffusion = eqx.filter_eval_shape(self.diffusion, t0, y0, args)
+        w_struct = eqx.filter_eval_shape(lambda t: self.brownian.increment(t, t).W, t0)
         w_def, w_shapes = _shapes(w_struct)
         y_def, y_shapes = _shapes(y0)
         w_dtypes = {jnp.dtype(leaf.dtype) for leaf in jax.tree.leaves(w_struct)}

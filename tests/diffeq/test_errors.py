@@ -18,8 +18,10 @@ def _path(levy_area="space-time", shape=(2,), dtype=jnp.float64):
 
 
 def test_eager_input_errors():
-    with pytest.raises(ValueError, match="`t1` must be greater than `t0`"):
-        d.solve(DECAY, d.Euler(), 1.0, 1.0, Y0, dt0=0.1)
+    with pytest.raises(ValueError, match="`dt0` must have the sign of t1 - t0"):
+        d.solve(DECAY, d.Euler(), 1.0, 0.0, Y0, dt0=0.1)
+    with pytest.raises(ValueError, match="`t0` and `t1` must be finite"):
+        d.solve(DECAY, d.Euler(), 0.0, jnp.inf, Y0, dt0=0.1)
     with pytest.raises(ValueError, match=r"`y0` must have the shape of the vector field's output"):
         d.solve(d.ODETerm(lambda t, y, a: jnp.zeros(3)), d.Euler(), 0.0, 1.0, Y0, dt0=0.1)
     with pytest.raises(ValueError, match="`dt0` is required"):
@@ -30,16 +32,20 @@ def test_eager_input_errors():
         d.solve(DECAY, d.Euler(), 0.0, 1.0, Y0, dt0=0.1, max_steps=5)
     with pytest.raises(ValueError, match=r"`SaveAt.ts` must lie in \[t0, t1\]"):
         d.solve(DECAY, d.Euler(), 0.0, 1.0, Y0, dt0=0.1, saveat=d.SaveAt(ts=jnp.array([0.5, 2.0])))
-    with pytest.raises(ValueError, match="non-decreasing"):
-        d.SaveAt(ts=jnp.array([0.5, 0.2]))
+    with pytest.raises(ValueError, match="`SaveAt.ts` must be monotone"):
+        d.SaveAt(ts=jnp.array([0.5, 0.2, 0.7]))
+    with pytest.raises(ValueError, match="`SaveAt.ts` must be non-decreasing in the direction"):
+        d.solve(DECAY, d.Euler(), 0.0, 1.0, Y0, dt0=0.1, saveat=d.SaveAt(ts=jnp.array([0.5, 0.2])))
     with pytest.raises(ValueError, match="saves nothing"):
         d.SaveAt()
     with pytest.raises(TypeError, match="complex"):
         d.solve(DECAY, d.Euler(), 0.0, 1.0, jnp.array([1.0 + 1.0j]), dt0=0.1)
     with pytest.raises(ValueError, match="`rtol` and `atol` cannot both be 0"):
         d.PIDController(rtol=0.0, atol=0.0)
-    with pytest.raises(ValueError, match="`dt0` must be finite and > 0"):
+    with pytest.raises(ValueError, match="`dt0` must have the sign of t1 - t0"):
         d.solve(DECAY, d.Euler(), 0.0, 1.0, Y0, dt0=-0.1)
+    with pytest.raises(ValueError, match="`dt0` must be finite and nonzero"):
+        d.solve(DECAY, d.Euler(), 0.0, 1.0, Y0, dt0=0.0)
     with pytest.raises(TypeError, match="`controller` must be"):
         d.solve(DECAY, d.Euler(), 0.0, 1.0, Y0, dt0=0.1, controller="pid")
 
