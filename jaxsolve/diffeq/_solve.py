@@ -59,6 +59,23 @@ def _stack_leaves(trees):
     return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *trees)
 
 
+def _quantise(dt):
+    """`dt` rounded to 12 significant bits.
+
+    Step sizes are decisions, not values: rounding them changes nothing numerically, but makes
+    the loop reproducible bit for bit. Without it, two compilations of the same solve (the
+    forward pass, and its rematerialisation on the backward pass) that round a reduction
+    differently by one ulp propose step sizes one ulp apart; an SDE path is Hölder-1/2 in time,
+    so the Brownian increments over the two steps differ by about the square root of that, the
+    next error estimates differ more, and within a few steps the two passes follow different
+    step sequences (the gradient then belongs to neither). Rounded, the proposals agree unless
+    one lies within an ulp of a rounding boundary.
+    """
+    mantissa, exponent = jnp.frexp(dt)
+    mantissa = jnp.round(mantissa * 4096) / 4096
+    return jnp.ldexp(mantissa, exponent).astype(dt.dtype)
+
+
 def _stop_gradient(tree):
     """`lax.stop_gradient` on the array leaves; other leaves (functions, static data) as is."""
     return jax.tree.map(lambda x: lax.stop_gradient(x) if eqx.is_array(x) else x, tree)
@@ -532,7 +549,7 @@ def _solve_loop(p: _Problem, saveat, adjoint, meter, dt_init, max_steps, eorder)
                 eorder,
                 c.controller_state,
             )
-            dt_next = lax.stop_gradient(dt_next)
+            dt_next = _quantise(lax.stop_gradient(dt_next))
         rejected_nonfinite = jnp.where(accept, c.rejected_nonfinite, ~finite)
         failed = degenerate | underflow
         code = RESULTS.where(finite & ~rejected_nonfinite, RESULTS.dt_underflow, RESULTS.nonfinite)
