@@ -441,3 +441,215 @@ def rosenbrock_residuals(y, args=None):
 def cos_fixed_point(x, theta):
     """x = cos x + theta; dx*/dtheta = 1 / (1 + sin x*)."""
     return jnp.cos(x) + theta
+
+
+# ---------------------------------------------------------------------------------------------
+# Nonlinear problem set (optimistix's test problems, re-created)
+# ---------------------------------------------------------------------------------------------
+#
+# The problems of optimistix's tests/helpers.py (themselves mostly from Moré, Garbow & Hillstrom,
+# "Testing unconstrained optimization software", ACM TOMS 1981, and the Wikipedia list of test
+# functions for optimisation), written anew in `fn(y, args)` form. Each carries its known minimum
+# value and, where the start determines it, the minimiser. Several start from pytrees, so the
+# flattening of the entry points is exercised too.
+
+
+class NonlinearProblem:
+    """A test problem: `fn(y, args)` returns residuals (`kind="least_squares"`, the objective
+    is 0.5 |r|^2) or a scalar (`kind="minimize"`), started at `y0` (a pytree).
+
+    - `minimum`: the known minimum value of the objective;
+    - `argmin`: the known minimiser reached from `y0` (a pytree like `y0`), or None where only
+      the value is known (several minimisers of equal value).
+    """
+
+    def __init__(self, name, kind, fn, y0, args, minimum, argmin=None):
+        self.name, self.kind, self.fn, self.y0, self.args = name, kind, fn, y0, args
+        self.minimum, self.argmin = minimum, argmin
+
+    def __repr__(self):
+        return f"NonlinearProblem({self.name!r})"
+
+    def objective(self, y):
+        """The scalar objective at `y`: fn itself, or 0.5 |r|^2 for least squares."""
+        out = self.fn(y, self.args)
+        if self.kind == "minimize":
+            return out
+        return 0.5 * sum(jnp.vdot(r, r) for r in jax.tree.leaves(out))
+
+
+def _flat(tree):
+    return jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree.leaves(tree)])
+
+
+def extended_rosenbrock(y, args):
+    """Rosenbrock's valley chained over all coordinates of a pytree (MGH problem 21 in its
+    chained form): r = (a (y_{i+1} - y_i^2), 1 - y_i); minimum 0 at y = 1. `args = a`."""
+    flat = _flat(y)
+    return (args * (flat[1:] - flat[:-1] ** 2), 1.0 - flat[:-1])
+
+
+def diagonal_bowl_residuals(y, args):
+    """sqrt(0.1 + w) * y leafwise: 0.5 |r|^2 is a diagonal quadratic bowl, minimum 0 at 0."""
+    return jax.tree.map(lambda leaf, w: jnp.sqrt(0.1 + w) * leaf, y, args)
+
+
+def variably_dimensioned(y, args):
+    """MGH problem 25: r = (y_i - 1, s, s^2) with s = sum_i i (y_i - 1); minimum 0 at y = 1."""
+    del args
+    flat = _flat(y)
+    weights = jnp.arange(1, flat.size + 1, dtype=flat.dtype)
+    s = jnp.vdot(weights, flat - 1.0)
+    return jnp.concatenate([flat - 1.0, s[None], (s**2)[None]])
+
+
+def trigonometric(y, args):
+    """MGH problem 26: r_i = n - sum_j cos y_j + i (1 - cos y_i) - sin y_i; minimum 0 (for
+    n = 5 from y0 = 1/n every residual vanishes)."""
+    del args
+    n = y.size
+    weights = jnp.arange(1, n + 1, dtype=y.dtype)
+    return n - jnp.sum(jnp.cos(y)) + weights * (1.0 - jnp.cos(y)) - jnp.sin(y)
+
+
+def quadratic_bowl(y, args):
+    """y' M y over the flattened pytree, with M symmetric positive definite; minimum 0 at 0."""
+    flat = _flat(y)
+    return flat @ (args @ flat)
+
+
+def himmelblau(y, args):
+    """Himmelblau's function (y^2 + z - c1)^2 + (y + z^2 - c2)^2, c = (11, 7): four minima of
+    value 0; from (2, 2.5) the minimiser reached is (3, 2)."""
+    u, v = y
+    c1, c2 = args
+    return (u**2 + v - c1) ** 2 + (u + v**2 - c2) ** 2
+
+
+def matyas(y, args):
+    """Matyas' function c1 (u^2 + v^2) - c2 u v, c = (0.26, 0.48); minimum 0 at (0, 0)."""
+    u, v = y
+    c1, c2 = args
+    return c1 * (u**2 + v**2) - c2 * u * v
+
+
+def beale(y, args):
+    """Beale's function sum_k (c_k - u + u v^k)^2, c = (1.5, 2.25, 2.625); minimum 0 at
+    (3, 0.5)."""
+    u, v = y
+    c1, c2, c3 = args
+    return (c1 - u + u * v) ** 2 + (c2 - u + u * v**2) ** 2 + (c3 - u + u * v**3) ** 2
+
+
+def square_minus_one(y, args):
+    """|y|^2 - 1: a minimum value that is negative (-1 at 0), so a test relative to |f| or a
+    check of "f reached 0" would be wrong."""
+    del args
+    return jnp.sum(y**2) - 1.0
+
+
+def nonlinear_problem_set(dtype=jnp.float64):
+    """`(least_squares_problems, minimisation_problems)`, two tuples of `NonlinearProblem`."""
+    key_bowl, key_weights = jax.random.split(jax.random.key(17))
+    bowl_y0 = ({"a": jnp.full((2, 3, 3), 0.05, dtype)}, jnp.full((2,), 0.05, dtype))
+    size = _flat(bowl_y0).size
+    factor = jax.random.normal(key_bowl, (size, size), dtype)
+    weights = jax.tree.map(
+        lambda leaf: jax.random.normal(key_weights, leaf.shape, dtype) ** 2, bowl_y0
+    )
+    rosenbrock_tree = (1.45 * jnp.ones((2, 4), dtype), {"a": 1.45 * jnp.ones((2, 3, 2), dtype)})
+    n_vd = 10
+    least_squares = (
+        NonlinearProblem(
+            "diagonal_bowl",
+            "least_squares",
+            diagonal_bowl_residuals,
+            bowl_y0,
+            weights,
+            0.0,
+            jax.tree.map(jnp.zeros_like, bowl_y0),
+        ),
+        NonlinearProblem(
+            "rosenbrock_2d",
+            "least_squares",
+            extended_rosenbrock,
+            [jnp.asarray(-1.2, dtype), jnp.asarray(1.0, dtype)],
+            jnp.asarray(10.0, dtype),
+            0.0,
+            [jnp.asarray(1.0, dtype), jnp.asarray(1.0, dtype)],
+        ),
+        NonlinearProblem(
+            "rosenbrock_pytree",
+            "least_squares",
+            extended_rosenbrock,
+            rosenbrock_tree,
+            jnp.asarray(10.0, dtype),
+            0.0,
+            jax.tree.map(jnp.ones_like, rosenbrock_tree),
+        ),
+        NonlinearProblem(
+            "variably_dimensioned",
+            "least_squares",
+            variably_dimensioned,
+            1.0 - jnp.arange(1, n_vd + 1, dtype=dtype) / n_vd,
+            None,
+            0.0,
+            jnp.ones(n_vd, dtype),
+        ),
+        NonlinearProblem(
+            "trigonometric",
+            "least_squares",
+            trigonometric,
+            jnp.full((5,), 0.2, dtype),
+            None,
+            0.0,
+        ),
+    )
+    minimisation = (
+        NonlinearProblem(
+            "quadratic_bowl",
+            "minimize",
+            quadratic_bowl,
+            bowl_y0,
+            factor.T @ factor,
+            0.0,
+            jax.tree.map(jnp.zeros_like, bowl_y0),
+        ),
+        NonlinearProblem(
+            "himmelblau",
+            "minimize",
+            himmelblau,
+            [jnp.asarray(2.0, dtype), jnp.asarray(2.5, dtype)],
+            (jnp.asarray(11.0, dtype), jnp.asarray(7.0, dtype)),
+            0.0,
+            [jnp.asarray(3.0, dtype), jnp.asarray(2.0, dtype)],
+        ),
+        NonlinearProblem(
+            "matyas",
+            "minimize",
+            matyas,
+            [jnp.asarray(6.0, dtype), jnp.asarray(6.0, dtype)],
+            (jnp.asarray(0.26, dtype), jnp.asarray(0.48, dtype)),
+            0.0,
+            [jnp.asarray(0.0, dtype), jnp.asarray(0.0, dtype)],
+        ),
+        NonlinearProblem(
+            "beale",
+            "minimize",
+            beale,
+            [jnp.asarray(2.0, dtype), jnp.asarray(0.0, dtype)],
+            (jnp.asarray(1.5, dtype), jnp.asarray(2.25, dtype), jnp.asarray(2.625, dtype)),
+            0.0,
+            [jnp.asarray(3.0, dtype), jnp.asarray(0.5, dtype)],
+        ),
+        NonlinearProblem(
+            "square_minus_one",
+            "minimize",
+            square_minus_one,
+            jnp.ones((3,), dtype),
+            None,
+            -1.0,
+            jnp.zeros((3,), dtype),
+        ),
+    )
+    return least_squares, minimisation

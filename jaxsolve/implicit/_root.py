@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from .. import linear
+from ..linear._solve import derivative_solve
 
 _TOLERANCE = {jnp.dtype("float16"): 1e-3, jnp.dtype("bfloat16"): 1e-2, jnp.dtype("float32"): 1e-6}
 
@@ -41,33 +42,50 @@ def default_solver(x: Any) -> linear.AbstractLinearSolver:
     return linear.Auto(rtol=tol, atol=0.0)
 
 
-def _solve_tangent(solve, operator, rhs):
+_WHERE = "the tangent/cotangent linear solve of implicit differentiation"
+
+
+def _finite_or_raise(x, throw):
+    if not throw:
+        return x
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(x)]))
+    return eqx.error_if(
+        x, ~finite, f"{_WHERE} failed with result `nonfinite`: the user's `solve` returned NaN/inf"
+    )
+
+
+def _solve_tangent(solve, operator, rhs, throw):
     if solve is None:
         solve = default_solver(rhs)
     if isinstance(solve, linear.AbstractLinearSolver):
+        if throw:
+            # Checked inside the solve and inside its transpose: a reverse-mode cotangent solve
+            # runs in JAX's transposition rule, after this function has returned.
+            return derivative_solve(operator, rhs, solve, _WHERE)
         return linear.solve(operator, rhs, solve, throw=False).value
     if not callable(solve):
         raise TypeError(
             "`solve` must be None, a jaxsolve.linear solver or a function "
             f"solve(matvec, b) -> x; got {type(solve).__name__}"
         )
-    # A user function solve(matvec, b): wrap it so the solve transposes for reverse mode.
+    # A user function solve(matvec, b): wrap it so the solve transposes for reverse mode. Its
+    # convergence is its own business; a non-finite answer (a singular system) is reported.
     return lax.custom_linear_solve(
         operator.mv,
         rhs,
-        lambda matvec, b: solve(matvec, b),
-        lambda vecmat, b: solve(vecmat, b),
+        lambda matvec, b: _finite_or_raise(solve(matvec, b), throw),
+        lambda vecmat, b: _finite_or_raise(solve(vecmat, b), throw),
     )
 
 
 @eqx.filter_custom_jvp
-def _implicit_identity(x_star, optimality_fn, args, kwargs, *, solve, tags):
-    del optimality_fn, args, kwargs, solve, tags
+def _implicit_identity(x_star, optimality_fn, args, kwargs, *, solve, tags, throw):
+    del optimality_fn, args, kwargs, solve, tags, throw
     return x_star
 
 
 @_implicit_identity.def_jvp
-def _implicit_identity_jvp(primals, tangents, *, solve, tags):
+def _implicit_identity_jvp(primals, tangents, *, solve, tags, throw):
     x_star, optimality_fn, args, kwargs = primals
     _, t_fn, t_args, t_kwargs = tangents
     inputs = (optimality_fn, args, kwargs)
@@ -90,7 +108,7 @@ def _implicit_identity_jvp(primals, tangents, *, solve, tags):
     # The root as a function of the inputs *through this rule*: an identity now, but when the
     # rule itself is differentiated (second order) the Jacobian and right-hand side below see
     # x*'s own dependence on the inputs instead of a constant.
-    x_star = _implicit_identity(x_star, *inputs, solve=solve, tags=tags)
+    x_star = _implicit_identity(x_star, *inputs, solve=solve, tags=tags, throw=throw)
 
     def residual_of(diff_leaves):
         full = list(leaves)
@@ -107,7 +125,7 @@ def _implicit_identity_jvp(primals, tangents, *, solve, tags):
     fn, a, kw = inputs
     _, jacobian = jax.linearize(lambda x: fn(x, *a, **kw), x_star)
     operator = linear.FunctionOperator(jacobian, x_star, tags)
-    x_dot = _solve_tangent(solve, operator, rhs)
+    x_dot = _solve_tangent(solve, operator, rhs, throw)
     return x_star, x_dot
 
 
@@ -135,6 +153,7 @@ def implicit_root(
     solve: Any = None,
     has_aux: bool = False,
     tags: Iterable[str] = (),
+    throw: bool = True,
 ) -> Any:
     """Run `solver_fn(x_init, *args, **kwargs)` and differentiate its output implicitly as a
     root of `optimality_fn(x, *args, **kwargs) == 0`.
@@ -164,7 +183,9 @@ def implicit_root(
     _check_structure(
         "optimality_fn", eqx.filter_eval_shape(converted_fn, x_star, *args, **kwargs), x_star
     )
-    x_star = _implicit_identity(x_star, converted_fn, args, kwargs, solve=solve, tags=tags)
+    x_star = _implicit_identity(
+        x_star, converted_fn, args, kwargs, solve=solve, tags=tags, throw=bool(throw)
+    )
     return (x_star, aux) if has_aux else x_star
 
 
@@ -173,6 +194,7 @@ def custom_root(
     solve: Any = None,
     has_aux: bool = False,
     tags: Iterable[str] = (),
+    throw: bool = True,
 ) -> Callable[[Callable], Callable]:
     """Decorate a root solver so that its output is differentiated implicitly.
 
@@ -200,6 +222,12 @@ def custom_root(
     - `has_aux`: whether the solver returns `(x*, aux)`; `aux` gets no gradient.
     - `tags`: structure of `∂F/∂x` the backward solve may use: `"symmetric"`,
       `"positive_definite"` (true for the gradient of a strictly convex objective).
+    - `throw`: if True (default), a derivative solve that fails raises when the derivative is
+      computed (also under `jit`), with a message naming the tangent/cotangent solve and the
+      failure: `linear_solve_failed` (an iterative `solve` did not converge), `singular` (a
+      singular `∂F/∂x`, e.g. a root that is not isolated), `breakdown`, `nonfinite`. The check
+      is a scalar test per solve. With False the solver's answer is used unchecked (a
+      non-converged solve gives a finite, wrong derivative).
 
     **Returns:** a decorator.
 
@@ -231,6 +259,7 @@ def custom_root(
                 solve=solve,
                 has_aux=has_aux,
                 tags=tags,
+                throw=throw,
             )
 
         return wrapped
@@ -243,6 +272,7 @@ def custom_fixed_point(
     solve: Any = None,
     has_aux: bool = False,
     tags: Iterable[str] = (),
+    throw: bool = True,
 ) -> Callable[[Callable], Callable]:
     """Decorate a fixed-point solver so that its output is differentiated implicitly.
 
@@ -265,4 +295,4 @@ def custom_fixed_point(
         return jax.tree.map(jnp.subtract, fixed_point_fn(x, *args, **kwargs), x)
 
     optimality_fn.__wrapped__ = fixed_point_fn
-    return custom_root(optimality_fn, solve=solve, has_aux=has_aux, tags=tags)
+    return custom_root(optimality_fn, solve=solve, has_aux=has_aux, tags=tags, throw=throw)

@@ -2,8 +2,8 @@
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 
+from .._core import hyperparameter
 from ._cg import CG
 from ._direct import LU, QR, Cholesky
 from ._gmres import GMRES
@@ -27,8 +27,8 @@ class Auto(AbstractLinearSolver):
     **Arguments:** `rtol`, `atol`, `max_steps` for the iterative choice; `dense_limit`.
     """
 
-    rtol: jax.Array = eqx.field(converter=jnp.asarray, default=1e-6)
-    atol: jax.Array = eqx.field(converter=jnp.asarray, default=1e-6)
+    rtol: jax.Array = hyperparameter(1e-6)
+    atol: jax.Array = hyperparameter(1e-6)
     max_steps: int | None = eqx.field(static=True, default=None)
     dense_limit: int = eqx.field(static=True, default=_DENSE_LIMIT)
 

@@ -6,7 +6,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._core import RESULTS
+from .._core import RESULTS, hyperparameter
 from ._operator import AbstractLinearOperator
 from ._solver import AbstractIterativeLinearSolver, converged_result, tolerance, vector_norm
 
@@ -46,8 +46,8 @@ class CG(AbstractIterativeLinearSolver):
     ```
     """
 
-    rtol: jax.Array = eqx.field(converter=jnp.asarray, default=1e-6)
-    atol: jax.Array = eqx.field(converter=jnp.asarray, default=1e-6)
+    rtol: jax.Array = hyperparameter(1e-6)
+    atol: jax.Array = hyperparameter(1e-6)
     max_steps: int | None = eqx.field(static=True, default=None)
     preconditioner: AbstractLinearOperator | None = None
 

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 from jax import lax
 
+from .._core import hyperparameter
 from ._operator import AbstractLinearOperator
 from ._solver import AbstractIterativeLinearSolver, converged_result, tolerance, vector_norm
 
@@ -60,8 +61,8 @@ class GMRES(AbstractIterativeLinearSolver):
     **Example:** `js.linear.solve(matvec, b, js.linear.GMRES(rtol=1e-8, atol=1e-8, restart=30))`.
     """
 
-    rtol: jax.Array = eqx.field(converter=jnp.asarray, default=1e-6)
-    atol: jax.Array = eqx.field(converter=jnp.asarray, default=1e-6)
+    rtol: jax.Array = hyperparameter(1e-6)
+    atol: jax.Array = hyperparameter(1e-6)
     max_steps: int | None = eqx.field(static=True, default=None)
     restart: int = eqx.field(static=True, default=20)
     reorthogonalise: bool = eqx.field(static=True, default=False)

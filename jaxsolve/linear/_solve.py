@@ -97,23 +97,49 @@ def _validate(operator: AbstractLinearOperator, b: Any, solver: AbstractLinearSo
         )
 
 
-def _square_solve(solver, flat_op, b_flat, symmetric: bool):
+def _square_solve(solver, flat_op, b_flat, symmetric: bool, where: str | None = None):
+    """`custom_linear_solve` with `solver`. With `where` set, every solve it runs checks its
+    own result and raises (under `jit` too) on failure, naming `where`: the primal solve, the
+    tangent solves of forward mode (the same function) and the cotangent solves of reverse mode
+    (the transpose). Derivative solves run inside JAX's linear-solve rules, where no result
+    code can come out, so raising inside them is the only way to report them."""
+
+    def checked(x, result):
+        return x if where is None else check_result(x, result, True, where)
+
     def forward(matvec: Callable, rhs):
         x, result, stats = solver.compute(flat_op, rhs)
-        return x, (result, stats)
+        return checked(x, result), (result, stats)
 
     def backward(vecmat: Callable, rhs):
         x, result, stats = solver.compute(flat_op.transpose(), rhs)
-        return x, (result, stats)
+        return checked(x, result), (result, stats)
 
+    # A symmetric operator's transpose solve is the forward solve; pass it explicitly (rather
+    # than None) only when it checks, so the unchecked path stays as JAX builds it.
+    transpose = backward if not symmetric else (forward if where is not None else None)
     return lax.custom_linear_solve(
         flat_op.mv,
         b_flat,
         forward,
-        None if symmetric else backward,
+        transpose,
         symmetric=symmetric,
         has_aux=True,
     )
+
+
+def derivative_solve(A: Any, b: Any, solver: AbstractLinearSolver, where: str) -> Any:
+    """Solve the square system `A x = b` as a derivative solve: the value `x` (a pytree like
+    `b`), differentiable like `solve`'s, where this solve and every solve its derivatives run
+    raise on failure (`linear_solve_failed`, `singular`, `breakdown`, `nonfinite`) with a
+    message naming `where`. Used by implicit differentiation, whose tangent and cotangent
+    systems are solved inside JAX's differentiation rules, where no result code can be
+    returned to the user."""
+    operator = as_operator(A, b)
+    _validate(operator, b, solver)
+    flat_op, to_vector, unravel_in = _single_array_operator(operator)
+    x, _ = _square_solve(solver, flat_op, to_vector(b), is_symmetric(operator), where)
+    return unravel_in(x)
 
 
 def _least_squares_solve(solver, flat_op, b_flat):
@@ -166,8 +192,10 @@ def solve(
     function `A` closes over) and `b`, in forward and reverse mode, as a *solve*: the tangent
     is `A^{-1} (db - dA x)` and the cotangent needs a solve with `A^T`, both with the same
     `solver` (via `jax.lax.custom_linear_solve`). The solver's iterations are never
-    differentiated, so gradients cost one extra solve and no memory per iteration. (The
-    result codes of those derivative solves are not reported.)
+    differentiated, so gradients cost one extra solve and no memory per iteration. With
+    `throw=True` the derivative solves check their own result and raise on failure (a
+    cotangent solve with `A^T` that did not converge, a singular `A^T`); with `throw=False`
+    nothing is checked.
 
     **Arguments:**
 
@@ -206,7 +234,8 @@ def solve(
     flat_op, to_vector, unravel_in = _single_array_operator(operator)
     b_flat = to_vector(b)
     if operator.in_size() == operator.out_size():
-        x, (result, stats) = _square_solve(solver, flat_op, b_flat, is_symmetric(operator))
+        where = _WHERE if throw else None
+        x, (result, stats) = _square_solve(solver, flat_op, b_flat, is_symmetric(operator), where)
     else:
         x, (result, stats) = _least_squares_solve(solver, flat_op, b_flat)
     solution = Solution(unravel_in(x), result, stats)

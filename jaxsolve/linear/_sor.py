@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
+from .._core import hyperparameter
 from ._operator import AbstractLinearOperator
 from ._solver import AbstractIterativeLinearSolver, converged_result, tolerance, vector_norm
 
@@ -93,9 +94,9 @@ class SOR(_AbstractSOR):
     of Linear System Instances", ICLR 2024 (for tuning `omega`).
     """
 
-    omega: jax.Array = eqx.field(converter=jnp.asarray, default=1.0)
-    rtol: jax.Array = eqx.field(converter=jnp.asarray, default=1e-6)
-    atol: jax.Array = eqx.field(converter=jnp.asarray, default=1e-6)
+    omega: jax.Array = hyperparameter(1.0)
+    rtol: jax.Array = hyperparameter(1e-6)
+    atol: jax.Array = hyperparameter(1e-6)
     max_steps: int | None = eqx.field(static=True, default=None)
     symmetric: ClassVar[bool] = False
 
@@ -105,8 +106,8 @@ class SSOR(_AbstractSOR):
     symmetric for symmetric `A` (usable as a CG preconditioner shape). Arguments as `SOR`;
     one step is two sweeps."""
 
-    omega: jax.Array = eqx.field(converter=jnp.asarray, default=1.0)
-    rtol: jax.Array = eqx.field(converter=jnp.asarray, default=1e-6)
-    atol: jax.Array = eqx.field(converter=jnp.asarray, default=1e-6)
+    omega: jax.Array = hyperparameter(1.0)
+    rtol: jax.Array = hyperparameter(1e-6)
+    atol: jax.Array = hyperparameter(1e-6)
     max_steps: int | None = eqx.field(static=True, default=None)
     symmetric: ClassVar[bool] = True

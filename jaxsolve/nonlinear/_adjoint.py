@@ -37,10 +37,12 @@ class AbstractAdjoint(eqx.Module):
         args: Any,
         *,
         positive_definite: bool = False,
+        throw: bool = True,
     ) -> tuple[Any, Any]:
         """Run `primal` with this adjoint's derivative rule. `positive_definite` says that the
         Jacobian of `optimality` is symmetric positive definite at the solution (a Hessian at a
-        strict minimum)."""
+        strict minimum); `throw` that failed derivative solves raise (the entry point's
+        `throw`)."""
 
 
 class ImplicitAdjoint(AbstractAdjoint):
@@ -57,7 +59,10 @@ class ImplicitAdjoint(AbstractAdjoint):
       (`jaxsolve.linear.Auto`: LU up to 512 unknowns, else GMRES).
 
     The derivative is exact for an exact solution; its error is of the order of the solve's
-    residual, so set `rtol`/`atol` of the solver accordingly.
+    residual, so set `rtol`/`atol` of the solver accordingly. With the entry point's
+    `throw=True` (default) a tangent or cotangent solve that fails (did not converge, singular
+    Hessian or Jacobian) raises when the derivative is computed; with `throw=False` it is not
+    checked.
 
     Reference: Blondel et al., "Efficient and Modular Implicit Differentiation", NeurIPS 2022.
     """
@@ -65,7 +70,7 @@ class ImplicitAdjoint(AbstractAdjoint):
     linear_solver: Any = None
     loop_kind = "lax"
 
-    def apply(self, primal, optimality, y0, args, *, positive_definite=False):
+    def apply(self, primal, optimality, y0, args, *, positive_definite=False, throw=True):
         from .. import linear
         from ..implicit import custom_root
 
@@ -76,7 +81,8 @@ class ImplicitAdjoint(AbstractAdjoint):
                 dtype = jnp.result_type(*jax.tree.leaves(y0))
                 tol = 1e-10 if jnp.finfo(dtype).bits >= 64 else 1e-6
                 solve = linear.CG(rtol=tol, atol=0.0)
-        wrapped = custom_root(optimality, solve=solve, has_aux=True, tags=tags)(primal)
+        wrapped = custom_root(optimality, solve=solve, has_aux=True, tags=tags, throw=throw)
+        wrapped = wrapped(primal)
         return wrapped(y0, args)
 
 
@@ -89,5 +95,5 @@ class RecursiveCheckpointAdjoint(AbstractAdjoint):
 
     loop_kind = "checkpointed"
 
-    def apply(self, primal, optimality, y0, args, *, positive_definite=False):
+    def apply(self, primal, optimality, y0, args, *, positive_definite=False, throw=True):
         return primal(y0, args)

@@ -17,6 +17,7 @@ class ProjectedGradientState(NamedTuple):
     grad: Array
     step_size: Array
     diff: Array
+    grad_scale: Array  # max|grad f(y0)|
 
 
 class ProjectedGradient(AbstractConstrainedMinimiser):
@@ -24,7 +25,9 @@ class ProjectedGradient(AbstractConstrainedMinimiser):
 
     The step starts at `learning_rate` and is halved until the sufficient-decrease condition
     `f(y+) <= f(y) + <g, y+ - y> + |y+ - y|^2 / (2t)` holds (then kept for the next step). Stops
-    when the gradient mapping is small: `max|y+ - y| / t <= atol + rtol |f|`.
+    when the gradient mapping is small relative to the initial gradient,
+    `max|y+ - y| / t <= atol + rtol max|grad f(y0)|` (not relative to |f|, which an additive
+    constant in f would inflate). A non-finite f ends the solve with `RESULTS.nonfinite`.
 
     **Arguments:** `constraint` (`Simplex`, `Box`, `Ball`, or any `AbstractConstraint`),
     `learning_rate` (default 1.0), `rtol`, `atol`, `max_backtracks` (Python int, default 30).
@@ -48,7 +51,11 @@ class ProjectedGradient(AbstractConstrainedMinimiser):
     def init(self, fn, y, args, options):
         f, grad = jax.value_and_grad(fn)(y, args)
         return ProjectedGradientState(
-            f, grad, self.learning_rate.astype(y.dtype), jnp.full_like(y, jnp.inf)
+            f,
+            grad,
+            self.learning_rate.astype(y.dtype),
+            jnp.full_like(y, jnp.inf),
+            jnp.max(jnp.abs(grad)),
         )
 
     def step(self, fn, y, args, options, state):
@@ -71,12 +78,15 @@ class ProjectedGradient(AbstractConstrainedMinimiser):
         )
         t, y_new, _ = out.value
         f, grad = jax.value_and_grad(fn)(y_new, args)
-        return y_new, ProjectedGradientState(f, grad, t, y_new - y)
+        return y_new, ProjectedGradientState(f, grad, t, y_new - y, state.grad_scale)
 
     def terminate(self, fn, y, args, options, state):
         dtype = y.dtype
-        tol = self.atol.astype(dtype) + self.rtol.astype(dtype) * jnp.abs(state.f)
-        return jnp.max(jnp.abs(state.diff)) / state.step_size <= tol, RESULTS.successful
+        tol = self.atol.astype(dtype) + self.rtol.astype(dtype) * state.grad_scale
+        converged = jnp.max(jnp.abs(state.diff)) / state.step_size <= tol
+        nonfinite = ~jnp.isfinite(state.f) | ~jnp.all(jnp.isfinite(state.grad))
+        result = RESULTS.where(nonfinite, RESULTS.nonfinite, RESULTS.successful)
+        return converged | nonfinite, result
 
 
 class FrankWolfeState(NamedTuple):
@@ -85,6 +95,7 @@ class FrankWolfeState(NamedTuple):
     gap: Array
     count: Array
     lipschitz: Array  # the curvature estimate of the line-search step rule
+    gap_scale: Array  # the Frank-Wolfe gap at y0
 
 
 class FrankWolfe(AbstractConstrainedMinimiser):
@@ -95,7 +106,9 @@ class FrankWolfe(AbstractConstrainedMinimiser):
     adaptive short step gamma = min(<g, y - s> / (L |s - y|^2), 1), doubling the curvature
     estimate L until `f(y + gamma d) <= f(y) + gamma <g, d> + gamma^2 L |d|^2 / 2` holds
     (exact on quadratics once L is found). Stops when the Frank-Wolfe gap
-    `<g, y - s>` (an upper bound on f(y) - f*) is `<= atol + rtol |f|`.
+    `<g, y - s>` (an upper bound on f(y) - f*) is `<= atol + rtol * gap(y0)` (relative to the
+    initial gap, not to |f|, which an additive constant in f would inflate). A non-finite f
+    ends the solve with `RESULTS.nonfinite`.
 
     **Arguments:** `constraint` (`Simplex`, `Box`, `Ball`), `step_size`, `rtol`, `atol`,
     `max_backtracks` (Python int, default 30).
@@ -121,8 +134,14 @@ class FrankWolfe(AbstractConstrainedMinimiser):
 
     def init(self, fn, y, args, options):
         f, grad = jax.value_and_grad(fn)(y, args)
+        gap0 = jnp.vdot(grad, y - self.constraint.linear_minimizer(grad))
         return FrankWolfeState(
-            f, grad, jnp.asarray(jnp.inf, y.dtype), jnp.array(0, jnp.int32), jnp.ones((), y.dtype)
+            f,
+            grad,
+            jnp.asarray(jnp.inf, y.dtype),
+            jnp.array(0, jnp.int32),
+            jnp.ones((), y.dtype),
+            jnp.abs(gap0),
         )
 
     def step(self, fn, y, args, options, state):
@@ -157,13 +176,15 @@ class FrankWolfe(AbstractConstrainedMinimiser):
             gamma = jnp.where(ok, gamma, 0.0)
         # Do not move once the gap at y already meets the tolerance: y is the answer.
         gap = -slope
-        tol = self.atol.astype(y.dtype) + self.rtol.astype(y.dtype) * jnp.abs(state.f)
+        tol = self.atol.astype(y.dtype) + self.rtol.astype(y.dtype) * state.gap_scale
         gamma = jnp.where(gap <= tol, 0.0, gamma)
         y_new = y + gamma * direction
         f, grad = jax.value_and_grad(fn)(y_new, args)
-        return y_new, FrankWolfeState(f, grad, gap, state.count + 1, lipschitz)
+        return y_new, FrankWolfeState(f, grad, gap, state.count + 1, lipschitz, state.gap_scale)
 
     def terminate(self, fn, y, args, options, state):
         dtype = y.dtype
-        tol = self.atol.astype(dtype) + self.rtol.astype(dtype) * jnp.abs(state.f)
-        return state.gap <= tol, RESULTS.successful
+        tol = self.atol.astype(dtype) + self.rtol.astype(dtype) * state.gap_scale
+        nonfinite = ~jnp.isfinite(state.f) | ~jnp.all(jnp.isfinite(state.grad))
+        result = RESULTS.where(nonfinite, RESULTS.nonfinite, RESULTS.successful)
+        return (state.gap <= tol) | nonfinite, result

@@ -1,6 +1,8 @@
 """Fixed-point solvers: plain iteration and Anderson acceleration.
 
-Both stop when `|f(y) - y| <= atol + rtol |y|` elementwise.
+Both stop when `|f(y) - y| <= atol + rtol |y|` elementwise. A non-finite `f(y)` ends the solve
+with `RESULTS.nonfinite`; a residual `max|f(y) - y|` 1e8 times its first value that grew on three
+steps in a row (an expanding map) with `RESULTS.divergence`.
 """
 
 from typing import NamedTuple
@@ -11,12 +13,28 @@ from jaxtyping import Array
 
 from .._core import RESULTS
 from ._base import AbstractFixedPointSolver, hyperparameter
+from ._termination import GrowthMonitor, failure_result
 
 
-def _fixed_terminate(solver, y, diff):
+class FixedPointState(NamedTuple):
+    diff: Array  # f(y) - y at the last evaluated point
+    monitor: GrowthMonitor  # max|f(y) - y|, for divergence
+
+
+def _fixed_terminate(solver, y, diff, monitor):
     dtype = y.dtype
-    tol = solver.atol.astype(dtype) + solver.rtol.astype(dtype) * jnp.abs(y)
-    return jnp.all(jnp.abs(diff) <= tol), RESULTS.successful
+    atol = solver.atol.astype(dtype)
+    tol = atol + solver.rtol.astype(dtype) * jnp.abs(y)
+    converged = jnp.all(jnp.abs(diff) <= tol)
+    nonfinite = ~jnp.all(jnp.isfinite(diff))
+    diverged = monitor.diverged(atol)
+    done = converged | nonfinite | diverged
+    return done, failure_result(RESULTS.successful, nonfinite, diverged)
+
+
+def _start_monitor(y):
+    # The initial residual is first known after the first step.
+    return GrowthMonitor.start(-jnp.ones((), y.dtype))
 
 
 class FixedPointIteration(AbstractFixedPointSolver):
@@ -30,14 +48,15 @@ class FixedPointIteration(AbstractFixedPointSolver):
     damping: Array = hyperparameter(1.0)
 
     def init(self, fn, y, args, options):
-        return jnp.full_like(y, jnp.inf)
+        return FixedPointState(jnp.full_like(y, jnp.inf), _start_monitor(y))
 
     def step(self, fn, y, args, options, state):
         diff = fn(y, args) - y
-        return y + self.damping.astype(y.dtype) * diff, diff
+        monitor = state.monitor.update(jnp.max(jnp.abs(diff)))
+        return y + self.damping.astype(y.dtype) * diff, FixedPointState(diff, monitor)
 
     def terminate(self, fn, y, args, options, state):
-        return _fixed_terminate(self, y, state)
+        return _fixed_terminate(self, y, state.diff, state.monitor)
 
 
 class AndersonState(NamedTuple):
@@ -45,6 +64,7 @@ class AndersonState(NamedTuple):
     images: Array  # (history_size, n) past f(y)
     count: Array
     diff: Array  # f(y) - y at the last evaluated point
+    monitor: GrowthMonitor
 
 
 class Anderson(AbstractFixedPointSolver):
@@ -73,7 +93,9 @@ class Anderson(AbstractFixedPointSolver):
 
     def init(self, fn, y, args, options):
         zeros = jnp.zeros((self.history_size, y.size), y.dtype)
-        return AndersonState(zeros, zeros, jnp.array(0, jnp.int32), jnp.full_like(y, jnp.inf))
+        return AndersonState(
+            zeros, zeros, jnp.array(0, jnp.int32), jnp.full_like(y, jnp.inf), _start_monitor(y)
+        )
 
     def step(self, fn, y, args, options, state):
         m = self.history_size
@@ -98,8 +120,10 @@ class Anderson(AbstractFixedPointSolver):
         weights = jnp.where(ok, weights / jnp.where(ok, total, 1.0), average)
         mixing = self.mixing.astype(y.dtype)
         y_new = mixing * (weights @ images) + (1 - mixing) * (weights @ iterates)
-        new_state = AndersonState(iterates, images, state.count + 1, image - y)
+        diff = image - y
+        monitor = state.monitor.update(jnp.max(jnp.abs(diff)))
+        new_state = AndersonState(iterates, images, state.count + 1, diff, monitor)
         return y_new, new_state
 
     def terminate(self, fn, y, args, options, state):
-        return _fixed_terminate(self, y, state.diff)
+        return _fixed_terminate(self, y, state.diff, state.monitor)

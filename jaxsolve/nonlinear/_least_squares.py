@@ -1,9 +1,12 @@
 """Least-squares solvers for min 0.5 |r(y)|^2: Gauss-Newton and Levenberg-Marquardt.
 
-Both stop after an accepted step with `|dy| <= atol + rtol |y|` elementwise and
-`|f_old - f_new| <= atol + rtol f_new` (f = 0.5 |r|^2), when the gradient J'r is exactly 0, or
-(Levenberg-Marquardt) when a step is rejected whose predicted decrease is below the rounding
-error of f.
+Both stop after an accepted step with `|dy| <= atol + rtol |y|` elementwise,
+`|f_old - f_new| <= atol + rtol f_new` (f = 0.5 |r|^2) and a gradient that has shrunk,
+`max|J'r| <= atol + rtol max|J'r at y0|` (so a heavily damped, tiny step far from a minimum does
+not stop the solve); when the gradient J'r is exactly 0; or (Levenberg-Marquardt) when a step is
+rejected whose predicted decrease is below the rounding error of f. A non-finite residual ends the
+solve with `RESULTS.nonfinite`; f 1e8 times its initial value and growing on three steps in a row
+(undamped Gauss-Newton running away) with `RESULTS.divergence`.
 """
 
 from typing import NamedTuple
@@ -15,6 +18,7 @@ from jaxtyping import Array
 
 from .._core import RESULTS
 from ._base import AbstractLeastSquaresSolver, hyperparameter
+from ._termination import GrowthMonitor, failure_result, gradient_converged
 
 
 def _residual_and_jacobian(fn, y, args):
@@ -38,20 +42,25 @@ class LeastSquaresState(NamedTuple):
     growth: Array  # Levenberg-Marquardt's nu
     accepted: Array
     predicted: Array  # the model's predicted decrease of f for the last step
+    grad_scale: Array  # max|J'r| at y0
+    monitor: GrowthMonitor  # f, for divergence
 
 
 def _init(fn, y, args, damping):
     residual, jac = _residual_and_jacobian(fn, y, args)
+    f = 0.5 * jnp.vdot(residual, residual)
     return LeastSquaresState(
         residual=residual,
         jacobian=jac,
-        f=0.5 * jnp.vdot(residual, residual),
+        f=f,
         diff=jnp.full_like(y, jnp.inf),
         f_diff=jnp.asarray(jnp.inf, y.dtype),
         damping=damping,
         growth=jnp.asarray(2.0, y.dtype),
         accepted=jnp.array(False),
         predicted=jnp.asarray(jnp.inf, y.dtype),
+        grad_scale=jnp.max(jnp.abs(jac.T @ residual)),
+        monitor=GrowthMonitor.start(f),
     )
 
 
@@ -60,13 +69,18 @@ def _terminate(solver, y, state):
     atol, rtol = solver.atol.astype(dtype), solver.rtol.astype(dtype)
     step_small = jnp.all(jnp.abs(state.diff) <= atol + rtol * jnp.abs(y))
     f_small = jnp.abs(state.f_diff) <= atol + rtol * state.f
-    stationary = jnp.all(state.jacobian.T @ state.residual == 0)
+    grad = state.jacobian.T @ state.residual
+    stationary = jnp.all(grad == 0)
+    grad_small = gradient_converged(solver, grad, state.grad_scale)
     # A rejected step whose predicted decrease is below the rounding error of f: no further
     # progress is possible in this precision, so y is a minimiser to working accuracy.
     roundoff = 8 * jnp.finfo(dtype).eps * state.f
     stalled = ~state.accepted & (state.predicted <= roundoff)
-    done = (state.accepted & step_small & f_small) | stationary | stalled
-    return done, RESULTS.successful
+    nonfinite = ~jnp.all(jnp.isfinite(state.residual))
+    diverged = state.monitor.diverged(atol)
+    converged = state.accepted & step_small & f_small & grad_small
+    done = converged | stationary | stalled | nonfinite | diverged
+    return done, failure_result(RESULTS.successful, nonfinite, diverged)
 
 
 class GaussNewton(AbstractLeastSquaresSolver):
@@ -97,6 +111,7 @@ class GaussNewton(AbstractLeastSquaresSolver):
             f_diff=state.f - f,
             accepted=jnp.array(True),
             predicted=jnp.asarray(jnp.inf, y.dtype),
+            monitor=state.monitor.update(f),
         )
 
     def terminate(self, fn, y, args, options, state):
@@ -142,7 +157,7 @@ class LevenbergMarquardt(AbstractLeastSquaresSolver):
         new_lam = jnp.where(accept, lam * shrink, lam * state.growth)
         new_growth = jnp.where(accept, 2.0, 2.0 * state.growth)
         pick = lambda a, b: jnp.where(accept, a, b)
-        new_state = LeastSquaresState(
+        new_state = state._replace(
             residual=pick(residual_try, residual),
             jacobian=pick(jac_try, jac),
             f=pick(f_try, state.f),
@@ -152,6 +167,8 @@ class LevenbergMarquardt(AbstractLeastSquaresSolver):
             growth=new_growth.astype(y.dtype),
             accepted=accept,
             predicted=predicted,
+            # f never grows here (only decreases are accepted); a non-finite trial is rejected,
+            # so a Levenberg-Marquardt solve cannot diverge: the monitor stays at its start.
         )
         return pick(y_try, y), new_state
 

@@ -1,9 +1,15 @@
 """Unconstrained minimisers: gradient descent, and line-search minimisers composed of a descent
 (which way) and a line search (how far): nonlinear CG, BFGS and L-BFGS.
 
-All stop when the gradient is small relative to the objective:
-`max|grad f(y)| <= atol + rtol * |f(y)|`. A line search that finds no acceptable step ends the
-solve with `RESULTS.nonconvergence` (unless the gradient test already holds).
+All stop when two tests hold after a step (see `_termination`): the gradient has shrunk,
+`max|grad f(y)| <= atol + rtol * max|grad f(y0)|`, and the step was small in y and in f,
+`|dy| <= atol + rtol |y|` and `|df| <= atol + rtol |f|`. The gradient test does not depend on
+an additive constant in f and both must hold, so f = 1e10 + |y - 3|^2 is solved to y = 3. A non-finite f or
+gradient ends the solve with `RESULTS.nonfinite`; |f - f(y0)| beyond 1e8 times
+`|f(y0)| + max|grad f(y0)|` and still growing (f running off to +inf, or unbounded below) with
+`RESULTS.divergence`. A line search that finds no acceptable step ends the solve with
+`RESULTS.nonconvergence` (unless the gradient test already holds: no progress is possible in
+this precision at a point that meets it).
 """
 
 from typing import Any, NamedTuple
@@ -23,6 +29,12 @@ from ._descent import (
     SteepestDescent,
 )
 from ._line_search import AbstractLineSearch, StrongWolfe
+from ._termination import (
+    GrowthMonitor,
+    cauchy_converged,
+    failure_result,
+    gradient_converged,
+)
 
 
 class MinimiserState(NamedTuple):
@@ -36,20 +48,20 @@ class MinimiserState(NamedTuple):
     slope: Array
     search_ok: Array
     num_fn_evals: Array
+    y_diff: Array
+    f_diff: Array
+    f_initial: Array
+    grad_scale: Array  # max|grad f(y0)|: the gradient test is relative to it
+    monitor: GrowthMonitor  # |f - f(y0)|, for divergence
 
 
 def _value_and_grad(fn, args):
     return jax.value_and_grad(lambda y: fn(y, args))
 
 
-def _gradient_converged(solver, state):
-    dtype = state.grad.dtype
-    tol = solver.atol.astype(dtype) + solver.rtol.astype(dtype) * jnp.abs(state.f)
-    return jnp.max(jnp.abs(state.grad)) <= tol
-
-
 def _init(descent, fn, y, args):
     f, grad = _value_and_grad(fn, args)(y)
+    grad_scale = jnp.max(jnp.abs(grad))
     return MinimiserState(
         f=f,
         grad=grad,
@@ -58,6 +70,21 @@ def _init(descent, fn, y, args):
         slope=jnp.zeros((), y.dtype),
         search_ok=jnp.array(True),
         num_fn_evals=jnp.array(1, jnp.int32),
+        y_diff=jnp.full_like(y, jnp.inf),
+        f_diff=jnp.asarray(jnp.inf, f.dtype),
+        f_initial=f,
+        grad_scale=grad_scale,
+        monitor=GrowthMonitor.start(jnp.abs(f) + grad_scale),
+    )
+
+
+def _moved(state, y_old, y_new, f_new):
+    """The step's y- and f-differences and the divergence monitor after a step."""
+    f_new = jnp.asarray(f_new)
+    return dict(
+        y_diff=y_new - y_old,
+        f_diff=f_new - state.f,
+        monitor=state.monitor.update(jnp.abs(f_new - state.f_initial)),
     )
 
 
@@ -79,7 +106,7 @@ def _line_search_step(descent, search, unit_step, fn, y, args, options, state):
     )
     s = ls.y - y
     descent_state = descent.update(s, ls.grad - state.grad, ls.grad, descent_state)
-    new_state = MinimiserState(
+    new_state = state._replace(
         f=ls.f,
         grad=ls.grad,
         descent_state=descent_state,
@@ -87,22 +114,33 @@ def _line_search_step(descent, search, unit_step, fn, y, args, options, state):
         slope=slope,
         search_ok=ls.ok,
         num_fn_evals=state.num_fn_evals + ls.num_evals.astype(jnp.int32),
+        **_moved(state, y, ls.y, ls.f),
     )
     return ls.y, new_state
 
 
-def _terminate(solver, state):
-    converged = _gradient_converged(solver, state)
-    done = converged | ~state.search_ok
-    result = RESULTS.where(converged, RESULTS.successful, RESULTS.nonconvergence)
-    return done, result
+def minimiser_terminate(solver, y, f, grad, state, search_ok=True):
+    """`(done, result)` of an unconstrained minimiser (module docstring): `state` carries
+    `y_diff`, `f_diff`, `grad_scale` and `monitor`."""
+    grad_small = gradient_converged(solver, grad, state.grad_scale)
+    converged = grad_small & cauchy_converged(solver, y, state.y_diff, f, state.f_diff)
+    nonfinite = ~jnp.isfinite(f) | ~jnp.all(jnp.isfinite(grad))
+    diverged = state.monitor.diverged(solver.atol.astype(y.dtype))
+    stalled = ~jnp.asarray(search_ok)
+    done = converged | stalled | nonfinite | diverged
+    result = RESULTS.where(converged | grad_small, RESULTS.successful, RESULTS.nonconvergence)
+    return done, failure_result(result, nonfinite, diverged)
+
+
+def _terminate(solver, y, state):
+    return minimiser_terminate(solver, y, state.f, state.grad, state, state.search_ok)
 
 
 class GradientDescent(AbstractMinimiser):
     """Gradient descent with a constant step: y <- y - learning_rate * grad f(y).
 
-    **Arguments:** `learning_rate` (default 1e-2), `rtol`, `atol` (stop when
-    `max|grad| <= atol + rtol |f|`). All three are array fields: new values do not recompile.
+    **Arguments:** `learning_rate` (default 1e-2), `rtol`, `atol` (the stopping tests of the
+    module docstring). All three are array fields: new values do not recompile.
 
     **Example:** `js.nonlinear.minimize(f, js.nonlinear.GradientDescent(learning_rate=0.1), y0)`.
 
@@ -118,12 +156,13 @@ class GradientDescent(AbstractMinimiser):
         return _init(SteepestDescent(), fn, y, args)
 
     def step(self, fn, y, args, options, state):
-        y = y - self.learning_rate.astype(y.dtype) * state.grad
-        f, grad = _value_and_grad(fn, args)(y)
-        return y, state._replace(f=f, grad=grad, num_fn_evals=state.num_fn_evals + 1)
+        y_new = y - self.learning_rate.astype(y.dtype) * state.grad
+        f, grad = _value_and_grad(fn, args)(y_new)
+        moved = _moved(state, y, y_new, f)
+        return y_new, state._replace(f=f, grad=grad, num_fn_evals=state.num_fn_evals + 1, **moved)
 
     def terminate(self, fn, y, args, options, state):
-        return _terminate(self, state)
+        return _terminate(self, y, state)
 
 
 class NonlinearCG(AbstractMinimiser):
@@ -154,7 +193,7 @@ class NonlinearCG(AbstractMinimiser):
         return _line_search_step(self._descent(), self.search, False, fn, y, args, options, state)
 
     def terminate(self, fn, y, args, options, state):
-        return _terminate(self, state)
+        return _terminate(self, y, state)
 
 
 class BFGS(AbstractMinimiser):
@@ -177,7 +216,7 @@ class BFGS(AbstractMinimiser):
         return _line_search_step(BFGSDescent(), self.search, True, fn, y, args, options, state)
 
     def terminate(self, fn, y, args, options, state):
-        return _terminate(self, state)
+        return _terminate(self, y, state)
 
 
 class LBFGS(AbstractMinimiser):
@@ -206,4 +245,4 @@ class LBFGS(AbstractMinimiser):
         return _line_search_step(descent, self.search, True, fn, y, args, options, state)
 
     def terminate(self, fn, y, args, options, state):
-        return _terminate(self, state)
+        return _terminate(self, y, state)

@@ -2,7 +2,9 @@
 
 Newton, Chord and Broyden stop when the last step is small, `|dy| <= atol + rtol |y|`
 elementwise, and the residual is small, `max|F(y)| <= atol + rtol max|F(y0)|`. A Jacobian that
-cannot be solved with (a non-finite step) ends the solve with `RESULTS.singular`.
+cannot be solved with (a non-finite step) ends the solve with `RESULTS.singular`; a non-finite
+residual with `RESULTS.nonfinite`; a residual 1e8 times its initial size that grew on three steps
+in a row with `RESULTS.divergence` (see `_termination`).
 """
 
 from typing import NamedTuple
@@ -13,6 +15,7 @@ from jaxtyping import Array
 
 from .._core import RESULTS
 from ._base import AbstractRootFinder, hyperparameter
+from ._termination import GrowthMonitor, failure_result
 
 
 class RootState(NamedTuple):
@@ -25,6 +28,7 @@ class RootState(NamedTuple):
     residual_scale: Array
     matrix: object
     singular: Array
+    monitor: GrowthMonitor
 
 
 def _jacobian(fn, y, args):
@@ -33,12 +37,14 @@ def _jacobian(fn, y, args):
 
 def _init_state(fn, y, args, matrix):
     residual = fn(y, args)
+    scale = jnp.max(jnp.abs(residual))
     return RootState(
         residual=residual,
         diff=jnp.full_like(y, jnp.inf),
-        residual_scale=jnp.max(jnp.abs(residual)),
+        residual_scale=scale,
         matrix=matrix,
         singular=jnp.array(False),
+        monitor=GrowthMonitor.start(scale),
     )
 
 
@@ -47,16 +53,25 @@ def _root_terminate(solver, y, state):
     atol, rtol = solver.atol.astype(dtype), solver.rtol.astype(dtype)
     step_small = jnp.all(jnp.abs(state.diff) <= atol + rtol * jnp.abs(y))
     residual_small = jnp.max(jnp.abs(state.residual)) <= atol + rtol * state.residual_scale
-    done = (step_small & residual_small) | state.singular
+    nonfinite = ~jnp.all(jnp.isfinite(state.residual))
+    diverged = state.monitor.diverged(atol)
+    done = (step_small & residual_small) | state.singular | nonfinite | diverged
     result = RESULTS.where(state.singular, RESULTS.singular, RESULTS.successful)
-    return done, result
+    return done, failure_result(result, nonfinite, diverged)
 
 
 def _advance(fn, y, args, diff, state, matrix):
     singular = ~jnp.all(jnp.isfinite(diff))
     diff = jnp.where(singular, jnp.zeros_like(diff), diff)
     y = y + diff
-    state = state._replace(residual=fn(y, args), diff=diff, matrix=matrix, singular=singular)
+    residual = fn(y, args)
+    state = state._replace(
+        residual=residual,
+        diff=diff,
+        matrix=matrix,
+        singular=singular,
+        monitor=state.monitor.update(jnp.max(jnp.abs(residual))),
+    )
     return y, state
 
 

@@ -107,6 +107,11 @@ def sinkhorn(
     - `a`, `b`: positive marginal weights of shapes (n,) and (m,) with equal sums.
     - `epsilon`: the entropic regularisation (> 0), in the units of `cost`.
     - `threshold`: stop when `sum_i |sum_j P_ij - a_i| <= threshold`.
+
+    `epsilon` and `threshold` may be traced: pass them as JAX arrays (`jnp.asarray(0.05)`) to
+    a jitted function and a new value does not recompile (a Python float argument of
+    `eqx.filter_jit` is static, so each new float compiles anew). Traced values are checked
+    at run time (`> 0`, finite) with `eqx.error_if`.
     - `max_steps`: the cap on Sinkhorn sweeps (a Python int); `check_every` sweeps run between
       two checks of the marginal error.
     - `adjoint`: `ImplicitAdjoint()` (default; the backward pass is one linear solve on the
@@ -154,7 +159,16 @@ def sinkhorn(
     adjoint = ImplicitAdjoint() if adjoint is None else adjoint
     dtype = jnp.result_type(cost)
     cost, a, b = (jnp.asarray(x, dtype) for x in (cost, a, b))
+    # `epsilon` and `threshold` are used as arrays of the problem's dtype: pass them as JAX
+    # arrays to a jitted caller and a new value reuses the compilation. A traced value cannot
+    # be checked above, so it is checked here, at run time.
     epsilon = jnp.asarray(epsilon, dtype)
+    threshold = jnp.asarray(threshold, dtype)
+    for name, value in (("epsilon", epsilon), ("threshold", threshold)):
+        if isinstance(value, jax.core.Tracer):
+            cost = eqx.error_if(
+                cost, ~(value > 0) | ~jnp.isfinite(value), f"`{name}` must be finite and > 0"
+            )
     num_blocks = -(-max_steps // check_every)
 
     def primal(potentials, cost, a, b, epsilon):
@@ -200,7 +214,7 @@ def sinkhorn(
         return _optimality(potentials, *args)
 
     (f, g), (error, num_steps) = adjoint.apply(
-        flat_primal, flat_optimality, zeros, (cost, a, b, epsilon)
+        flat_primal, flat_optimality, zeros, (cost, a, b, epsilon), throw=throw
     )
     plan = jnp.exp((f[:, None] + g[None, :] - cost) / epsilon)
     finite = jnp.all(jnp.isfinite(f)) & jnp.all(jnp.isfinite(g))

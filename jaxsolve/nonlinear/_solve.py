@@ -19,6 +19,7 @@ from .._core import (
     RESULTS,
     bounded_while_loop,
     check_floating,
+    check_positive,
     check_result,
     check_same_structure,
 )
@@ -69,8 +70,10 @@ def _validate(kind, fn, solver, y0, args, max_steps, adjoint):
         raise TypeError(
             f"`y0` leaves must share one floating dtype, got {sorted(map(str, dtypes))}"
         )
+    # `args` may hold anything (an equinox model with activation functions, Python callables,
+    # static data): only its arrays are abstracted, everything else is passed as it is.
     try:
-        out = jax.eval_shape(fn, y0, args)
+        out = eqx.filter_eval_shape(fn, y0, args)
     except Exception as error:
         raise TypeError(f"calling `fn(y0, args)` failed: {error}") from error
     if kind in ("root_find", "fixed_point"):
@@ -89,6 +92,27 @@ def _validate(kind, fn, solver, y0, args, max_steps, adjoint):
         if not jax.tree.leaves(out):
             raise ValueError("`fn` must return at least one residual array for least_squares")
         check_floating("fn(y0, args)", out)
+
+
+def _check_tolerances(solver, flat_y0):
+    """`rtol`/`atol` of `solver` must be finite and >= 0: raise now when they are concrete, and
+    attach an `eqx.error_if` to `flat_y0` when they are traced (a solver built inside `jit` or
+    `vmap`), where a negative tolerance would otherwise make the stopping test unreachable."""
+    traced = []
+    for name in ("rtol", "atol"):
+        value = getattr(solver, name, None)
+        if value is None:
+            continue
+        if isinstance(value, jax.core.Tracer):
+            traced.append((name, value))
+            continue
+        check_positive(f"{type(solver).__name__}.{name}", value, allow_zero=True)
+    for name, value in traced:
+        bad = ~(jnp.isfinite(value) & (value >= 0))
+        flat_y0 = eqx.error_if(
+            flat_y0, bad, f"`{type(solver).__name__}.{name}` must be finite and >= 0"
+        )
+    return flat_y0
 
 
 def _iterate(flat_fn, solver, y0, args, max_steps, loop_kind):
@@ -114,6 +138,7 @@ def _solve(kind, fn, solver, y0, args, max_steps, adjoint, throw, where):
     _validate(kind, fn, solver, y0, args, max_steps, adjoint)
     adjoint = ImplicitAdjoint() if adjoint is None else adjoint
     flat_y0, unravel = ravel_pytree(y0)
+    flat_y0 = _check_tolerances(solver, flat_y0)
     dynamic_args, static_args = eqx.partition(args, eqx.is_inexact_array)
 
     def user_fn(y, dynamic):
@@ -151,6 +176,7 @@ def _solve(kind, fn, solver, y0, args, max_steps, adjoint, throw, where):
         jax.lax.stop_gradient(flat_y0),
         dynamic_args,
         positive_definite=positive_definite,
+        throw=throw,
     )
     stats = {"num_steps": num_steps, "max_steps": jnp.array(max_steps)}
     solution = Solution(value=unravel(y), result=result, stats=stats, state=state)
