@@ -9,6 +9,7 @@ bounded, differentiable while loop (adaptive steps).
 
 from ._adjoint import (
     AbstractAdjoint as AbstractAdjoint,
+    DirectAdjoint as DirectAdjoint,
     ForwardMode as ForwardMode,
     RecursiveCheckpointAdjoint as RecursiveCheckpointAdjoint,
 )

@@ -196,8 +196,9 @@ def solve(
       monotone in the direction of integration (checked at run time when traced).
     - `controller`: `None` or `ConstantStep()` for constant steps, or a `PIDController`.
     - `max_steps`: the most steps (accepted and rejected) to attempt.
-    - `adjoint`: `RecursiveCheckpointAdjoint()` (default; reverse and forward mode) or
-      `ForwardMode()` (forward mode only, fastest adaptive loop).
+    - `adjoint`: `RecursiveCheckpointAdjoint()` (default; reverse mode, cost that follows the
+      steps taken), `DirectAdjoint()` (reverse and forward mode) or `ForwardMode()` (forward
+      mode only, fastest adaptive loop).
     - `throw`: if `True`, a failure (`sol.result` not successful) raises at run time, also
       under `jit`; if `False` the solution carries the code (`max_steps_reached`, `nonfinite`,
       `dt_underflow`).
@@ -244,7 +245,7 @@ def solve(
     adjoint = RecursiveCheckpointAdjoint() if adjoint is None else adjoint
     if not isinstance(adjoint, AbstractAdjoint):
         raise TypeError(
-            "`adjoint` must be RecursiveCheckpointAdjoint() or ForwardMode(), got "
+            "`adjoint` must be RecursiveCheckpointAdjoint(), DirectAdjoint() or ForwardMode(), got "
             f"{type(adjoint).__name__}"
         )
     if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
