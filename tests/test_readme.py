@@ -23,3 +23,18 @@ def test_readme_taste_runs():
     np.testing.assert_allclose(
         namespace["dw_dlam"], -np.linalg.solve(hessian, w), rtol=1e-3, atol=1e-5
     )
+
+
+def test_readme_neural_ode_example_runs():
+    # "Differentiating through solvers": a model in `args`, vmapped adaptive solves, a gradient.
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("## Differentiating through solvers", 1)[1]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    block = "\n".join(line[2:] if line.startswith("  ") else line for line in block.splitlines())
+    namespace: dict = {}
+    with jax.numpy_dtype_promotion("standard"):
+        exec(compile(block, "README.md", "exec"), namespace)
+    grads = jax.tree.leaves(namespace["grads"])
+    assert np.isfinite(float(namespace["value"])) and float(namespace["value"]) > 0
+    assert all(np.all(np.isfinite(np.asarray(g))) for g in grads)
+    assert any(float(np.max(np.abs(np.asarray(g)))) > 0 for g in grads)

@@ -213,8 +213,11 @@ def solve(
     With constant steps and concrete `t0`, `t1`, `dt0`, the step grid is known before tracing:
     all Brownian increments are drawn at once (`brownian.increments(grid)`, which shares the
     upper levels of the tree) and the steps run in one `lax.scan`. Otherwise the steps run in a
-    bounded while loop, querying `brownian.increment(t, t + dt)` per attempted step; a new value
-    of a traced `t0`, `t1`, `dt0` or float in `args` does not recompile.
+    bounded while loop, querying `brownian.increment(t, t + dt)` per attempted step. A new
+    float in `args`, a new controller tolerance, or new `t0`, `t1`, `dt0` of an adaptive solve
+    do not recompile. A fixed grid is a compile-time constant: new Python values of `t0`, `t1`
+    or `dt0` with constant steps compile a new grid (pass them as arrays inside your `jit` to
+    run the traced loop instead, at the cost of drawing Brownian increments one step at a time).
 
     **Example:**
 
