@@ -3,6 +3,7 @@
 Sampling a diffusion model is solving its probability-flow ODE (or reverse SDE) from noise at
 `ts[0]` to data at `ts[-1]`. `sample(sampler, model, x_T, ts)` runs any sampler in `lax.scan`;
 every sampler is a pure `init`/`step` equinox module (`AbstractSampler`).
+`sample_solution` is the same call returning a `Solution` (value, result, stats, state).
 """
 
 from ._bdia import BDIA as BDIA
@@ -15,7 +16,7 @@ from ._invert import invert as invert
 from ._model import Guidance as Guidance, Model as Model
 from ._momentum import GHVB as GHVB, HeavyBall as HeavyBall
 from ._pndm import PNDM as PNDM
-from ._sample import sample as sample
+from ._sample import sample as sample, sample_solution as sample_solution
 from ._sampler import AbstractSampler as AbstractSampler
 from ._schedules import (
     VE as VE,
@@ -27,5 +28,6 @@ from ._schedules import (
 )
 from ._sde_dpm_solver_pp import SDEDPMSolverPP as SDEDPMSolverPP
 from ._search import LearnedTimesteps as LearnedTimesteps, learn_timesteps as learn_timesteps
+from ._solution import Solution as Solution
 from ._timesteps import timesteps as timesteps
 from ._unipc import UniPC as UniPC

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
+from .._core import hyperparameter
 from ._sampler import AbstractSampler
 
 
@@ -57,7 +58,7 @@ class BDIA(AbstractSampler):
     Integration Approximation", ECCV 2024 (arXiv:2307.10829).
     """
 
-    gamma: Array = eqx.field(converter=jnp.asarray, default=1.0)
+    gamma: Array = hyperparameter(1.0)
 
     def __check_init__(self):
         if not isinstance(self.gamma, jax.core.Tracer) and not 0 <= float(self.gamma) <= 1:

@@ -3,9 +3,9 @@
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array
 
+from .._core import hyperparameter
 from ._sampler import AbstractSampler, finish_step, step_geometry
 
 
@@ -22,7 +22,11 @@ class DDIM(AbstractSampler):
     as `DPMSolver(order=1)`), `eta=1` is ancestral DDPM sampling. With `eta > 0` a `key` is
     needed; the noise of step i is drawn from `jax.random.fold_in(key, i)`.
 
-    **Arguments:** `eta` in [0, 1] (default 0.0); traced, so a new value does not recompile.
+    **Arguments:** `eta` in [0, 1] (default 0.0); an array field, so a new value does not
+    recompile. A concrete `eta` decides in Python whether the sampler is stochastic; a traced
+    one (the sampler passed into `jit`) uses the noise whenever a `key` is given (with
+    `eta = 0` it then adds exactly nothing), and without a key it must be 0, which is checked
+    at run time.
 
     One model evaluation per step. Song, Meng & Ermon, "Denoising Diffusion Implicit Models",
     ICLR 2021.
@@ -30,23 +34,33 @@ class DDIM(AbstractSampler):
     **Example:** `js.diffusion.sample(js.diffusion.DDIM(), model, x_T, ts)`.
     """
 
-    eta: float | Array = 0.0
+    eta: Array = hyperparameter(0.0)
 
     def __check_init__(self):
-        if not isinstance(self.eta, jax.core.Tracer):
-            eta = np.asarray(self.eta)
-            if eta.shape != () or not (0.0 <= float(eta) <= 1.0):
-                raise ValueError(f"`eta` must be a scalar in [0, 1], got {self.eta}")
+        if jnp.shape(self.eta) != ():
+            raise ValueError(f"`eta` must be a scalar in [0, 1], got shape {jnp.shape(self.eta)}")
+        if not isinstance(self.eta, jax.core.Tracer) and not 0.0 <= float(self.eta) <= 1.0:
+            raise ValueError(f"`eta` must be a scalar in [0, 1], got {float(self.eta)}")
+
+    def _eta_is_traced(self) -> bool:
+        return isinstance(self.eta, jax.core.Tracer)
 
     def is_stochastic(self) -> bool:
-        if isinstance(self.eta, jax.core.Tracer):
-            return True
-        return float(np.asarray(self.eta)) > 0.0
+        # A traced eta counts as stochastic only with a key (see `init`).
+        return not self._eta_is_traced() and float(self.eta) > 0.0
 
     def num_evaluations(self, num_steps: int) -> int:
         return num_steps
 
     def init(self, model, x_T, ts, key):
+        if self._eta_is_traced():
+            if key is None:
+                x_T = eqx.error_if(
+                    x_T,
+                    self.eta != 0,
+                    "jaxsolve.diffusion.DDIM: `eta` > 0 draws noise and needs a `key`",
+                )
+            return DDIMState(x_T, key)
         return DDIMState(x_T, key if self.is_stochastic() else None)
 
     def step(self, model, state, i, ts):
@@ -56,9 +70,10 @@ class DDIM(AbstractSampler):
         if state.key is None:
             x_next = geom.alpha_t * x0 + geom.sigma_t * eps
         else:
+            eta = self.eta.astype(x.dtype)
             frac = -jnp.expm1(-2.0 * geom.h)  # 1 - exp(-2h) in (0, 1]
-            c = self.eta * geom.sigma_t * jnp.sqrt(frac)
-            keep = geom.sigma_t * jnp.sqrt(1.0 - self.eta**2 * frac)
+            c = eta * geom.sigma_t * jnp.sqrt(frac)
+            keep = geom.sigma_t * jnp.sqrt(1.0 - eta**2 * frac)
             z = jax.random.normal(jax.random.fold_in(state.key, i), x.shape, x.dtype)
             x_next = geom.alpha_t * x0 + keep * eps + c * z
         return DDIMState(finish_step(geom, x_next, x0), state.key)

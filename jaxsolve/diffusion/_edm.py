@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
+from .._core import hyperparameter
 from ._sampler import AbstractSampler
 from ._sde_dpm_solver_pp import per_sample_normal
 
@@ -123,10 +124,10 @@ class EulerEDM(AbstractSampler):
     Diffusion-Based Generative Models", NeurIPS 2022, Algorithm 2.
     """
 
-    s_churn: Array = eqx.field(converter=jnp.asarray, default=0.0)
-    s_tmin: Array = eqx.field(converter=jnp.asarray, default=0.0)
-    s_tmax: Array = eqx.field(converter=jnp.asarray, default=float("inf"))
-    s_noise: Array = eqx.field(converter=jnp.asarray, default=1.0)
+    s_churn: Array = hyperparameter(0.0)
+    s_tmin: Array = hyperparameter(0.0)
+    s_tmax: Array = hyperparameter(float("inf"))
+    s_noise: Array = hyperparameter(1.0)
     batch_ndim: int = eqx.field(static=True, default=1)
 
     def __check_init__(self):
@@ -170,10 +171,10 @@ class HeunEDM(AbstractSampler):
     Diffusion-Based Generative Models", NeurIPS 2022, Algorithms 1 and 2.
     """
 
-    s_churn: Array = eqx.field(converter=jnp.asarray, default=0.0)
-    s_tmin: Array = eqx.field(converter=jnp.asarray, default=0.0)
-    s_tmax: Array = eqx.field(converter=jnp.asarray, default=float("inf"))
-    s_noise: Array = eqx.field(converter=jnp.asarray, default=1.0)
+    s_churn: Array = hyperparameter(0.0)
+    s_tmin: Array = hyperparameter(0.0)
+    s_tmax: Array = hyperparameter(float("inf"))
+    s_noise: Array = hyperparameter(1.0)
     batch_ndim: int = eqx.field(static=True, default=1)
 
     def __check_init__(self):

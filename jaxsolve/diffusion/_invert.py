@@ -5,10 +5,10 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float
 
-from .._core import RESULTS, check_result, check_shape
+from .._core import check_shape
 from ._bdia import BDIA, ddim_transfer
 from ._model import Model
-from ._sample import run_steps, validate_sampling_inputs
+from ._sample import check_grid, check_sample, run_steps, validate_sampling_inputs
 from ._sampler import AbstractSampler
 from ._sde_dpm_solver_pp import SDEDPMSolverPP
 
@@ -47,7 +47,8 @@ def invert(
     - `sampler`, `model`, `ts`: as for `sample` (`ts` decreasing, from noise to data).
     - `x0`: the sample at `ts[-1]`.
     - `x_prev`: for BDIA, the sample at `ts[-2]`.
-    - `throw`: raise if the result is not finite.
+    - `throw`: raise if the result is not finite or a traced `ts` is invalid (as `sample`);
+      with `throw=False` the result is returned as is (NaN for an invalid traced grid).
 
     **Returns:** the noise at `ts[0]`, shaped like `x0`.
 
@@ -66,7 +67,10 @@ def invert(
     """
     if isinstance(sampler, AbstractSampler):
         _reject_stochastic(sampler)
+    where = "jaxsolve.diffusion.invert"
+    traced_grid = isinstance(ts, jax.core.Tracer)
     model, x0, ts = validate_sampling_inputs(sampler, model, x0, ts, None, None)
+    ts, grid_ok = check_grid(ts, throw, where) if traced_grid else (ts, None)
     num_steps = ts.shape[0] - 1
     if x_prev is not None:
         if not isinstance(sampler, BDIA):
@@ -88,11 +92,7 @@ def invert(
         reverse = ts[::-1]
         state = sampler.init(model, x0, reverse, None)
         x = sampler.output(run_steps(sampler, model, state, reverse))
-    if not throw:
-        return x
-    finite = jnp.all(jnp.isfinite(x))
-    result = RESULTS.where(finite, RESULTS.successful, RESULTS.nonfinite)
-    return check_result(x, result, throw, "jaxsolve.diffusion.invert")
+    return check_sample(x, grid_ok, throw, where)[0]
 
 
 def _invert_bdia(sampler, model, x0, x_prev, ts, num_steps):

@@ -7,7 +7,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike
 
-from .._core import check_option
+from .._core import check_option, hyperparameter
 from ._schedules import AbstractSchedule
 
 PREDICTIONS = ("eps", "x0", "v", "velocity", "score")
@@ -24,10 +24,11 @@ class Guidance(eqx.Module):
 
     **Arguments:**
 
-    - `cond`: the conditioning input (any pytree: labels, embeddings).
-    - `uncond`: the null conditioning input, same structure as `cond`.
-    - `scale`: the guidance weight w (1 = conditional model, 0 = unconditional); an array or
-      float, traced so a new value does not recompile.
+    - `cond`: the conditioning input, any pytree (labels, embeddings, strings, modules); its
+      array leaves are traced under `eqx.filter_jit`, the others are static.
+    - `uncond`: the null conditioning input (any pytree `fn` accepts, e.g. `None`).
+    - `scale`: the guidance weight w (1 = conditional model, 0 = unconditional); an array
+      field, so a new value does not recompile.
 
     **Example:**
 
@@ -39,7 +40,20 @@ class Guidance(eqx.Module):
 
     cond: Any
     uncond: Any
-    scale: float | Array = 1.0
+    scale: Array = hyperparameter(1.0)
+
+
+def check_output_shape(out, x, what: str):
+    """Raise `ValueError` unless the network output `out` has the shape of `x`.
+
+    Shapes are static, so this runs at trace time and holds under `jit` and `vmap` too, where a
+    wrong shape would otherwise be broadcast silently into the sampler's arithmetic.
+    """
+    if jnp.shape(out) != jnp.shape(x):
+        raise ValueError(
+            f"the model's network `fn` must return an array shaped like `x` {jnp.shape(x)} "
+            f"({what}), got shape {jnp.shape(out)}"
+        )
 
 
 class _GuidedFn(eqx.Module):
@@ -49,7 +63,9 @@ class _GuidedFn(eqx.Module):
     def __call__(self, x, t):
         g = self.guidance
         out_cond = self.fn(x, t, g.cond)
+        check_output_shape(out_cond, x, "with `cond`")
         out_uncond = self.fn(x, t, g.uncond)
+        check_output_shape(out_uncond, x, "with `uncond`")
         return out_uncond + g.scale * (out_cond - out_uncond)
 
 
@@ -59,8 +75,11 @@ class Model(eqx.Module):
     **Arguments:**
 
     - `fn`: `fn(x, t) -> array shaped like x` (`fn(x, t, cond)` when used with `Guidance`).
-      `t` is a scalar of x's dtype. Use an `equinox.Module` (or `jax.tree_util.Partial`) to
-      hold trainable parameters, so that gradients with respect to them flow through `sample`.
+      `t` is a scalar of x's dtype. Use an `equinox.Module` (e.g. a module wrapping an
+      `eqx.nn.MLP`, or `jax.tree_util.Partial`) to hold trainable parameters: they are then
+      leaves of the model, so `eqx.filter_jit` traces them and `eqx.filter_grad` differentiates
+      `sample` with respect to them. An output of another shape than `x` raises `ValueError`
+      (at trace time, so also under `jit`).
     - `schedule`: an `AbstractSchedule`, x_t = alpha(t) x_0 + sigma(t) eps.
     - `prediction`: what `fn` predicts:
         - `"eps"`: the noise eps;
@@ -101,7 +120,9 @@ class Model(eqx.Module):
 
     def _out(self, x, t):
         t = jnp.asarray(t, jnp.result_type(x))
-        return self.fn(x, t), t
+        out = self.fn(x, t)
+        check_output_shape(out, x, "called as fn(x, t)")
+        return out, t
 
     def x0_and_eps(self, x: ArrayLike, t: ArrayLike) -> tuple[Array, Array]:
         """The predicted clean data and noise at (x, t), from one network evaluation."""

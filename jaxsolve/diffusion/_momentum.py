@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
+from .._core import hyperparameter
 from ._sampler import AbstractSampler
 
 _MAX_ORDER = 4
@@ -95,7 +96,7 @@ class HeavyBall(AbstractSampler):
     """
 
     order: int = eqx.field(static=True, default=1)
-    beta: Array = eqx.field(converter=jnp.asarray, default=0.8)
+    beta: Array = hyperparameter(0.8)
 
     def __check_init__(self):
         _check(self.order, self.beta)
@@ -154,7 +155,7 @@ class GHVB(AbstractSampler):
     """
 
     order: int = eqx.field(static=True, default=2)
-    beta: Array = eqx.field(converter=jnp.asarray, default=0.8)
+    beta: Array = hyperparameter(0.8)
 
     def __check_init__(self):
         _check(self.order, self.beta)

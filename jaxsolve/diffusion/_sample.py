@@ -1,18 +1,81 @@
-"""`sample`: validate eagerly, then run a sampler's steps in `lax.scan`."""
+"""`sample` and `sample_solution`: validate eagerly, then run a sampler's steps in `lax.scan`.
 
+What can be seen before tracing (types, shapes, a concrete grid) is checked in Python and
+raises `ValueError`/`TypeError` at the call. What only run time can see is checked on the
+traced values, cheaply: the grid once before the loop (finite, strictly decreasing in the
+dtype of the samples, inside the schedules' time domain [0, 1]), the network's output shape at
+trace time (in `Model`, shapes being static), and the sample's finiteness once at the end.
+
+Every check is reduced to a scalar before anything is raised, and the sample is tied to the
+checked scalar by an elementwise select. An error check that carried the sample itself through
+its host callback (`eqx.error_if(x, ...)`) would make the SPMD partitioner gather a sharded
+batch onto one device and return it replicated.
+"""
+
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray
 
 from .._core import RESULTS, check_floating, check_result, scan_steps
 from ._model import Guidance, Model
 from ._sampler import AbstractSampler
+from ._schedules import DOMAIN
+from ._solution import Solution
+
+# `RESULTS` has no item yet for "an input failed a check on traced values" (it belongs in
+# `_core`, as `invalid_input`). Until it has, an invalid traced grid under `throw=False` is
+# reported as `nonfinite`, and its sample is set to NaN so that the code tells the truth: never
+# garbage marked as success.
+INVALID_GRID = getattr(RESULTS, "invalid_input", RESULTS.nonfinite)
+
+GRID_MESSAGE = (
+    "`ts` must be finite, strictly decreasing (from noise to data, no duplicate times in the "
+    f"dtype of `x_T`) and inside the schedule's time domain [{DOMAIN[0]}, {DOMAIN[1]}]"
+)
 
 
 def _is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
+
+
+def grid_is_valid(ts: Float[Array, " n"]) -> Bool[Array, ""]:
+    """Whether the (possibly traced) grid is strictly decreasing and inside the time domain;
+    NaN fails both comparisons, so a non-finite time is invalid too."""
+    decreasing = jnp.all(ts[1:] < ts[:-1])
+    inside = jnp.all((ts >= DOMAIN[0]) & (ts <= DOMAIN[1]))
+    return decreasing & inside
+
+
+def tie(x: Array, checked_result) -> Array:
+    """`x`, made to depend on the (already checked) scalar result so that its check stays in
+    the program: a select on a scalar predicate, which keeps `x`'s values, gradients and
+    sharding (the other branch, NaN, is never taken once the check has passed)."""
+    ok = checked_result == RESULTS.successful
+    return jnp.where(ok, x, jnp.asarray(jnp.nan, x.dtype))
+
+
+def check_sample(x, grid_ok, throw: bool, where: str):
+    """The result code of the sample `x` (and of its grid's traced check, `grid_ok`, None when
+    the grid was checked eagerly); raises under `throw`. Returns `(x, result)`."""
+    result = RESULTS.where(jnp.all(jnp.isfinite(x)), RESULTS.successful, RESULTS.nonfinite)
+    if grid_ok is not None and not throw:
+        result = RESULTS.where(grid_ok, result, INVALID_GRID)
+        x = jnp.where(grid_ok, x, jnp.asarray(jnp.nan, x.dtype))
+    if throw:
+        result = check_result(result, result, throw, where)
+        x = tie(x, result)
+    return x, result
+
+
+def check_grid(ts, throw: bool, where: str):
+    """The traced grid check: `(ts, grid_ok)`, `ts` tied to an error under `throw`."""
+    grid_ok = grid_is_valid(ts)
+    if throw:
+        ts = eqx.error_if(ts, jnp.logical_not(grid_ok), f"{where}: {GRID_MESSAGE}")
+    return ts, grid_ok
 
 
 def validate_sampling_inputs(sampler, model, x_T, ts, key, guidance):
@@ -39,6 +102,11 @@ def validate_sampling_inputs(sampler, model, x_T, ts, key, guidance):
                 "`ts` must be strictly decreasing (from noise to data) with no duplicate times "
                 f"in the dtype of `x_T` ({x_T.dtype}), got {values}"
             )
+        if not np.all((values >= DOMAIN[0]) & (values <= DOMAIN[1])):
+            raise ValueError(
+                f"`ts` must lie in the schedules' time domain [{DOMAIN[0]}, {DOMAIN[1]}], got "
+                f"{values}"
+            )
     if guidance is not None:
         if not isinstance(guidance, Guidance):
             raise TypeError(
@@ -52,6 +120,73 @@ def validate_sampling_inputs(sampler, model, x_T, ts, key, guidance):
         )
     # The grid follows the state's dtype: a float64 grid with float32 samples would promote.
     return model, x_T, ts.astype(x_T.dtype)
+
+
+def sample_solution(
+    sampler: AbstractSampler,
+    model: Model,
+    x_T: ArrayLike,
+    ts: Float[ArrayLike, " num_steps+1"],
+    *,
+    key: PRNGKeyArray | None = None,
+    guidance: Guidance | None = None,
+    checkpoint: bool = False,
+    throw: bool = True,
+) -> Solution:
+    """`sample`, returning a `Solution` with the result code, statistics and final state.
+
+    **Arguments:** as for `sample`. With `throw=True` (default) a non-finite sample or an
+    invalid traced grid raises (also under `jit`); with `throw=False` the solution comes back
+    with its code instead:
+
+    - `RESULTS.nonfinite`: the sample holds NaN or inf;
+    - an invalid traced grid (not finite, not strictly decreasing, or outside the time domain
+      [0, 1]): the sample is NaN and the code is a failure (`RESULTS.invalid_input` once
+      `RESULTS` has that item, `RESULTS.nonfinite` until then). A concrete grid is checked
+      eagerly and raises `ValueError` whatever `throw` is.
+
+    **Returns:** a `Solution(value, result, stats, state)`: `value` is what `sample` returns,
+    `stats` holds `num_steps` and `num_model_evaluations`, `state` the sampler's final state.
+
+    **Example:**
+
+    ```python
+    sol = js.diffusion.sample_solution(js.diffusion.DDIM(), model, x_T, ts, throw=False)
+    ok = sol.result == js.RESULTS.successful   # a traced bool, also under jit and vmap
+    x0 = jnp.where(ok, sol.value, fallback)
+    ```
+    """
+    return _sample_solution(
+        sampler,
+        model,
+        x_T,
+        ts,
+        key,
+        guidance,
+        checkpoint,
+        throw,
+        "jaxsolve.diffusion.sample_solution",
+    )
+
+
+def _sample_solution(sampler, model, x_T, ts, key, guidance, checkpoint, throw, where):
+    traced_grid = not _is_concrete(ts)
+    model, x_T, ts = validate_sampling_inputs(sampler, model, x_T, ts, key, guidance)
+    num_steps = ts.shape[0] - 1
+    # A concrete grid was checked in Python; a traced one is checked once, before the loop.
+    ts, grid_ok = check_grid(ts, throw, where) if traced_grid else (ts, None)
+    state = sampler.init(model, x_T, ts, key)
+
+    def body(state, i):
+        return sampler.step(model, state, i, ts), None
+
+    state, _ = scan_steps(body, state, jnp.arange(num_steps), checkpoint=checkpoint)
+    x, result = check_sample(sampler.output(state), grid_ok, throw, where)
+    stats = {
+        "num_steps": jnp.asarray(num_steps),
+        "num_model_evaluations": jnp.asarray(sampler.num_evaluations(num_steps)),
+    }
+    return Solution(x, result, stats, state)
 
 
 def sample(
@@ -73,20 +208,23 @@ def sample(
     - `model`: a `Model` (network, schedule, parameterisation).
     - `x_T`: the starting noise at time `ts[0]`, any shape (a batch is just a leading axis the
       network understands).
-    - `ts`: 1-D, strictly decreasing, `num_steps + 1` times (see `timesteps`); cast to the dtype
-      of `x_T`. The last time may have sigma = 0 (an explicit final denoising step).
+    - `ts`: 1-D, strictly decreasing, `num_steps + 1` times in [0, 1] (see `timesteps`); cast
+      to the dtype of `x_T`. The last time may have sigma = 0 (an explicit final denoising
+      step). Checked in Python when concrete, and on the traced values under `jit`.
     - `key`: a `jax.random` key, required by stochastic samplers.
     - `guidance`: optional classifier-free `Guidance(cond, uncond, scale)`; the model's `fn` is
       then called as `fn(x, t, cond)`.
     - `checkpoint`: rematerialise each step on the backward pass (memory O(1) steps' activations
       instead of O(num_steps)).
-    - `throw`: raise (also under `jit`) if the sample is not finite; with `throw=False` a
-      non-finite sample is returned as is.
+    - `throw`: raise (also under `jit`) if the sample is not finite or a traced grid is invalid;
+      with `throw=False` the sample is returned as is (NaN for an invalid traced grid). Use
+      `sample_solution` to get the result code.
 
-    **Returns:** the sample at `ts[-1]`, shaped like `x_T`.
+    **Returns:** the sample at `ts[-1]`, shaped like `x_T`: `sample_solution(...).value`.
 
     Everything is a pure function of its inputs: `sample` can be jitted, vmapped (also over
-    per-sample `ts`) and differentiated with respect to `x_T`, `ts` and model parameters.
+    per-sample `ts`) and differentiated with respect to `x_T`, `ts`, the schedule's and
+    sampler's hyperparameters and the network's parameters (an `equinox.Module` as `fn`).
 
     **Example:**
 
@@ -97,20 +235,9 @@ def sample(
     x0 = js.diffusion.sample(js.diffusion.DPMSolverPP(order=2), model, x_T, ts)
     ```
     """
-    model, x_T, ts = validate_sampling_inputs(sampler, model, x_T, ts, key, guidance)
-    num_steps = ts.shape[0] - 1
-    state = sampler.init(model, x_T, ts, key)
-
-    def body(state, i):
-        return sampler.step(model, state, i, ts), None
-
-    state, _ = scan_steps(body, state, jnp.arange(num_steps), checkpoint=checkpoint)
-    x = sampler.output(state)
-    if not throw:
-        return x
-    finite = jnp.all(jnp.isfinite(x))
-    result = RESULTS.where(finite, RESULTS.successful, RESULTS.nonfinite)
-    return check_result(x, result, throw, "jaxsolve.diffusion.sample")
+    return _sample_solution(
+        sampler, model, x_T, ts, key, guidance, checkpoint, throw, "jaxsolve.diffusion.sample"
+    ).value
 
 
 def run_steps(sampler, model, state, ts):

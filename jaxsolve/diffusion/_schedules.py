@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
+from .._core import hyperparameter
+
 
 class AbstractSchedule(eqx.Module):
     """A diffusion noise schedule on t in [0, 1]: `x_t = alpha(t) x_0 + sigma(t) eps`.
@@ -23,6 +25,11 @@ class AbstractSchedule(eqx.Module):
     `t_of_logsnr` (its inverse), all elementwise on arrays, plus the default sampling interval
     `t_start_default` (noisy end) and `t_end_default` (clean end). A user-defined schedule
     subclasses this directly; every sampler works through these four functions only.
+
+    Time lives in `DOMAIN = [0, 1]` for every schedule: `sample` rejects grids that leave it
+    (eagerly, and under `jit` through a traced check). Float parameters are
+    `jaxsolve._core.hyperparameter` fields (arrays), so a schedule passed to a jitted function
+    with new values does not recompile, and gradients flow to them.
     """
 
     @abc.abstractmethod
@@ -43,12 +50,13 @@ class AbstractSchedule(eqx.Module):
 
     @property
     @abc.abstractmethod
-    def t_start_default(self) -> float:
-        """The default start (noisiest) time of sampling."""
+    def t_start_default(self) -> float | Array:
+        """The default start (noisiest) time of sampling (an array if it depends on traced
+        parameters)."""
 
     @property
     @abc.abstractmethod
-    def t_end_default(self) -> float:
+    def t_end_default(self) -> float | Array:
         """The default end (cleanest) time of sampling; sigma > 0 there."""
 
     def alpha_sigma_derivatives(self, t: ArrayLike) -> tuple[Array, Array, Array, Array]:
@@ -58,6 +66,9 @@ class AbstractSchedule(eqx.Module):
             lambda s: (self.alpha(s), self.sigma(s)), (t,), (jnp.ones_like(t),)
         )
         return alpha, sigma, dalpha, dsigma
+
+
+DOMAIN = (0.0, 1.0)  # the time interval of every schedule
 
 
 def _float(t):
@@ -73,7 +84,8 @@ class VPLinear(AbstractSchedule):
     `log alpha(t) = -beta_min t / 2 - (beta_max - beta_min) t^2 / 4`, `sigma = sqrt(1 - alpha^2)`.
 
     **Arguments:** `beta_min=0.1`, `beta_max=20.0` (Song et al., "Score-Based Generative Modeling
-    through Stochastic Differential Equations", ICLR 2021).
+    through Stochastic Differential Equations", ICLR 2021); array fields, a new value does not
+    recompile.
 
     Sampling runs by default from t = 1 to t = 1e-3; t = 0 (sigma = 0) is allowed as an
     explicit final step.
@@ -81,8 +93,8 @@ class VPLinear(AbstractSchedule):
     **Example:** `js.diffusion.VPLinear().logsnr(0.5)`.
     """
 
-    beta_min: float | Array = 0.1
-    beta_max: float | Array = 20.0
+    beta_min: Array = hyperparameter(0.1)
+    beta_max: Array = hyperparameter(20.0)
 
     def _neg_log_alpha2(self, t):
         t = _float(t)
@@ -124,11 +136,11 @@ class VPCosine(AbstractSchedule):
     (the default `logsnr_min=-5.0` gives t_max ~= 0.9957, close to the 0.9946 that DPM-Solver
     uses in place of Improved DDPM's beta <= 0.999 clipping).
 
-    **Arguments:** `s=0.008`, `logsnr_min=-5.0`.
+    **Arguments:** `s=0.008`, `logsnr_min=-5.0` (array fields: a new value does not recompile).
     """
 
-    s: float | Array = 0.008
-    logsnr_min: float | Array = -5.0
+    s: Array = hyperparameter(0.008)
+    logsnr_min: Array = hyperparameter(-5.0)
 
     def _theta(self, t):
         return 0.5 * math.pi * (t + self.s) / (1.0 + self.s)
@@ -170,7 +182,9 @@ class VPCosine(AbstractSchedule):
 
     @property
     def t_start_default(self):
-        return float(self.t_max)
+        t_max = self.t_max
+        # Under `jit` with traced parameters the clipping time is only known at run time.
+        return t_max if isinstance(t_max, jax.core.Tracer) else float(t_max)
 
     @property
     def t_end_default(self):
@@ -251,11 +265,12 @@ class VE(AbstractSchedule):
     """The variance-exploding schedule: alpha = 1, sigma(t) = sigma_min (sigma_max/sigma_min)^t.
 
     **Arguments:** `sigma_min=0.002`, `sigma_max=80.0` (Song et al., ICLR 2021; defaults as in
-    Karras et al., "Elucidating the Design Space of Diffusion-Based Generative Models", 2022).
+    Karras et al., "Elucidating the Design Space of Diffusion-Based Generative Models", 2022);
+    array fields, a new value does not recompile.
     """
 
-    sigma_min: float | Array = 0.002
-    sigma_max: float | Array = 80.0
+    sigma_min: Array = hyperparameter(0.002)
+    sigma_max: Array = hyperparameter(80.0)
 
     def _log_sigma(self, t):
         lo = jnp.log(jnp.asarray(self.sigma_min))
@@ -298,7 +313,7 @@ class FlowMatching(AbstractSchedule):
     (`timesteps(..., spacing="uniform", t_start=1.0, t_end=0.0)`).
     """
 
-    shift: float | Array = 1.0
+    shift: Array = hyperparameter(1.0)
 
     def _tau(self, t):
         t = _float(t)

@@ -9,6 +9,7 @@ from jax import lax
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
 from .. import brownian
+from .._core import as_hyperparameter
 from ._sampler import AbstractSampler, finish_step, lower_order, step_geometry
 
 
@@ -68,8 +69,15 @@ class SDEDPMSolverPP(AbstractSampler):
     - `batch_ndim`: how many leading axes of `x_T` index independent samples (default 1).
     - `tol`: the Brownian tree's leaf length in log-SNR (steps longer than `tol` get noise with
       exactly the right law).
-    - `logsnr_range`: the log-SNR interval the Brownian tree spans (concrete, fixed when the
-      tree is built, so `ts` may be traced); a step entirely outside it draws no noise.
+    - `logsnr_range`: the log-SNR interval `(low, high)` the Brownian tree spans; a step entirely
+      outside it draws no noise. A static option (Python floats): it lays out the Brownian
+      tree, i.e. which random numbers each step sees, so a new range is a new program.
+
+    `tol` is an array field: a new value does not recompile. It must be concrete when the
+    sampler is built, because it fixes the depth of the Brownian tree,
+    `ceil(log2((high - low) / tol))`, a static int; the noise depends on `tol` only through
+    that depth, so only a `tol` giving a new depth is a new program (and new noise). The tree
+    itself is built inside the sampling run, so `ts` may be traced.
 
     **Example:**
 
@@ -82,22 +90,44 @@ class SDEDPMSolverPP(AbstractSampler):
     "SEEDS", 2023 for the exact noise term.
     """
 
-    order: int = eqx.field(static=True, default=2)
-    lower_order_final: bool = eqx.field(static=True, default=True)
-    batch_ndim: int = eqx.field(static=True, default=1)
-    tol: float = eqx.field(static=True, default=1e-4)
-    logsnr_range: tuple[float, float] = eqx.field(static=True, default=(-25.0, 25.0))
+    order: int = eqx.field(static=True)
+    lower_order_final: bool = eqx.field(static=True)
+    batch_ndim: int = eqx.field(static=True)
+    tol: Array
+    logsnr_range: tuple[float, float] = eqx.field(static=True)
+    depth: int = eqx.field(static=True)  # of the Brownian tree, from `tol` and `logsnr_range`
 
-    def __check_init__(self):
-        if self.order not in (1, 2) or isinstance(self.order, bool):
-            raise ValueError(f"`order` must be 1 or 2, got {self.order!r}")
-        if not isinstance(self.batch_ndim, int) or self.batch_ndim < 0:
-            raise ValueError(f"`batch_ndim` must be a non-negative int, got {self.batch_ndim!r}")
-        if not self.tol > 0:
-            raise ValueError(f"`tol` must be > 0, got {self.tol}")
-        lo, hi = self.logsnr_range
-        if not lo < hi:
-            raise ValueError(f"`logsnr_range` must be increasing, got {self.logsnr_range}")
+    def __init__(
+        self,
+        order: int = 2,
+        lower_order_final: bool = True,
+        batch_ndim: int = 1,
+        tol: float | ArrayLike = 1e-4,
+        logsnr_range: tuple[float, float] = (-25.0, 25.0),
+    ):
+        if order not in (1, 2) or isinstance(order, bool):
+            raise ValueError(f"`order` must be 1 or 2, got {order!r}")
+        if not isinstance(batch_ndim, int) or isinstance(batch_ndim, bool) or batch_ndim < 0:
+            raise ValueError(f"`batch_ndim` must be a non-negative int, got {batch_ndim!r}")
+        tol = as_hyperparameter(tol)
+        if isinstance(tol, jax.core.Tracer):
+            raise ValueError(
+                "`tol` must be concrete: it fixes the depth of the Brownian tree. Build the "
+                "sampler outside `jit` and pass it in as an argument."
+            )
+        if jnp.shape(tol) != () or not float(tol) > 0:
+            raise ValueError(f"`tol` must be a scalar > 0, got {tol}")
+        low, high = (float(v) for v in logsnr_range)
+        if not low < high:
+            raise ValueError(f"`logsnr_range` must be increasing, got {logsnr_range}")
+        self.order = order
+        self.lower_order_final = lower_order_final
+        self.batch_ndim = batch_ndim
+        self.tol = tol
+        self.logsnr_range = (low, high)
+        # VirtualBrownianTree's own rule, so that the tree built in `_noise` has this depth.
+        ratio = (high - low) / float(tol)
+        self.depth = max(0, math.ceil(math.log2(ratio) - 1e-12)) if ratio > 1 else 0
 
     def num_evaluations(self, num_steps: int) -> int:
         return num_steps
@@ -126,9 +156,12 @@ class SDEDPMSolverPP(AbstractSampler):
         lams = jnp.clip(lax.stop_gradient(lams), lo, hi)  # a final sigma = 0 (+inf) clips too
         widths = lams[1:] - lams[:-1]
         positive = widths > 0
+        # The tree's numbers depend on its tolerance only through its depth: a concrete leaf
+        # length giving `self.depth` keeps the traced `tol` out of its (concrete) construction.
+        leaf = (hi - lo) / 2.0**self.depth
 
         def one(k, event_shape):
-            tree = brownian.VirtualBrownianTree(lo, hi, self.tol, event_shape, k, dtype=x.dtype)
+            tree = brownian.VirtualBrownianTree(lo, hi, leaf, event_shape, k, dtype=x.dtype)
             return tree.increments(lams).W  # (num_steps, *event_shape)
 
         batch_shape = x.shape[: self.batch_ndim]

@@ -46,7 +46,8 @@ def timesteps(
     **Returns:** a 1-D array of `num_steps + 1` strictly decreasing times.
 
     Endpoints are placed exactly at `t_start` and `t_end`. The grid is differentiable with
-    respect to the schedule's parameters and the endpoints.
+    respect to the schedule's parameters and the endpoints, and may be built inside `jit` from a
+    schedule passed in as an argument (its checks then run in `sample`, on the traced grid).
 
     **Example:** `ts = js.diffusion.timesteps(js.diffusion.VPLinear(), 10)`.
     """
@@ -77,6 +78,8 @@ def timesteps(
     else:
         lam0 = schedule.logsnr(t0)
         lam1 = schedule.logsnr(t1)
+        # A schedule passed into `jit` has traced parameters: its log-SNR is traced too.
+        concrete = concrete and not isinstance(lam0, jax.core.Tracer)
         if concrete and not (np.isfinite(float(lam0)) and np.isfinite(float(lam1))):
             raise ValueError(
                 f"spacing={spacing!r} needs finite log-SNR at both ends, got logsnr(t_start)="
@@ -92,7 +95,7 @@ def timesteps(
         ts = schedule.t_of_logsnr(lams).astype(dtype)
     # Exact endpoints (t_of_logsnr(logsnr(t)) may differ from t in the last bit).
     ts = ts.at[0].set(t0).at[-1].set(t1)
-    if concrete:
+    if concrete and not isinstance(ts, jax.core.Tracer):
         diffs = np.diff(np.asarray(ts))
         if not np.all(diffs < 0):
             raise ValueError(
