@@ -121,26 +121,6 @@ def test_wrong_output_shape_is_a_clear_error(jit):
         (jax.jit(guided) if jit else guided)(X_T)
 
 
-def test_checks_do_not_change_values_or_gradients():
-    """The traced checks are ties, not arithmetic: the same numbers and gradients as the
-    plain scan, also for the grid."""
-    sampler = D.DDIM()
-    ts = TS[:4]
-
-    def plain(x_T, ts):
-        state = sampler.init(MODEL, x_T, ts, None)
-        state = jax.lax.fori_loop(0, 3, lambda i, s: sampler.step(MODEL, s, i, ts), state)
-        return jnp.sum(sampler.output(state) ** 2)
-
-    def checked(x_T, ts):
-        return jnp.sum(D.sample(sampler, MODEL, x_T, ts) ** 2)
-
-    grads = jax.jit(jax.grad(checked, argnums=(0, 1)))(X_T, ts)
-    expected = jax.jit(jax.grad(plain, argnums=(0, 1)))(X_T, ts)
-    for g, e in zip(grads, expected):
-        np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-14)
-
-
 # Run in a fresh process: 8 host devices, and float32 (x64 off) with strict promotion.
 _SHARDING_SCRIPT = textwrap.dedent(
     """

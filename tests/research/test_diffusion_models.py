@@ -92,6 +92,47 @@ def test_mlp_noise_predictor_gradient_matches_finite_differences():
     np.testing.assert_allclose(decrease, step * _tree_dot(grads, grads), rtol=0.05)
 
 
+class ConditionalNoisePredictor(eqx.Module):
+    """eps(x, t, cond) from an MLP on (x, t, label); `cond` is a dict with a non-array leaf."""
+
+    mlp: eqx.nn.MLP
+
+    def __call__(self, x, t, cond):
+        extra = jnp.broadcast_to(jnp.stack([t, cond["label"]]), (*x.shape[:-1], 2))
+        return jax.vmap(self.mlp)(jnp.concatenate([x, extra], axis=-1))
+
+
+def test_guided_mlp_gradient_in_network_and_guidance_scale():
+    mlp = eqx.filter_jit(eqx.nn.MLP)(
+        4, 2, 8, 1, activation=jax.nn.relu, dtype=F64, key=jax.random.key(4)
+    )
+    net = ConditionalNoisePredictor(mlp)
+    schedule = D.VPLinear()
+    x_T = jax.random.normal(jax.random.key(5), (6, 2), F64)
+    ts = D.timesteps(schedule, 4, t_start=0.5)
+    cond = {"label": jnp.asarray(1.0, F64), "name": "cat"}
+    uncond = {"label": jnp.asarray(0.0, F64), "name": "null"}
+
+    def plain_loss(net_and_guidance):
+        net, guidance = net_and_guidance
+        x0 = D.sample(D.DDIM(), D.Model(net, schedule), x_T, ts, guidance=guidance)
+        return jnp.mean(x0**2)
+
+    loss = eqx.filter_jit(eqx.debug.assert_max_traces(plain_loss, max_traces=1))
+    _, grad_guidance = eqx.filter_jit(eqx.filter_grad(plain_loss))(
+        (net, D.Guidance(cond, uncond, 3.0))
+    )
+    # The scale is a differentiable leaf: d loss / d scale against central differences, each
+    # new scale reusing the compiled loss (assert_max_traces).
+    eps = 1e-6
+    fd = (
+        loss((net, D.Guidance(cond, uncond, 3.0 + eps)))
+        - loss((net, D.Guidance(cond, uncond, 3.0 - eps)))
+    ) / (2 * eps)
+    assert abs(float(fd)) > 1e-6
+    np.testing.assert_allclose(grad_guidance.scale, fd, rtol=1e-6)
+
+
 def _grid(logits, t_start, t_end):
     fractions = jnp.cumsum(jax.nn.softmax(logits))
     inner = t_start - (t_start - t_end) * fractions[:-1]
