@@ -95,7 +95,7 @@ class SDEDPMSolverPP(AbstractSampler):
     batch_ndim: int = eqx.field(static=True)
     tol: Array
     logsnr_range: tuple[float, float] = eqx.field(static=True)
-    depth: int = eqx.field(static=True)  # of the Brownian tree, from `tol` and `logsnr_range`
+    depth: int = eqx.field(static=True, init=False)  # of the Brownian tree, from the two above
 
     def __init__(
         self,
