@@ -1,5 +1,12 @@
 """Shared machinery (private): results, bounded loops, progress, validation, pytree helpers."""
 
+from ._adjoint import (
+    AbstractAdjoint as AbstractAdjoint,
+    AbstractUnrolledAdjoint as AbstractUnrolledAdjoint,
+    DirectAdjoint as DirectAdjoint,
+    ForwardMode as ForwardMode,
+    RecursiveCheckpointAdjoint as RecursiveCheckpointAdjoint,
+)
 from ._hyper import (
     as_hyperparameter as as_hyperparameter,
     hyperparameter as hyperparameter,
@@ -17,6 +24,7 @@ from ._progress import (
     make_progress_meter as make_progress_meter,
 )
 from ._results import RESULTS as RESULTS, check_result as check_result
+from ._solution import AbstractSolution as AbstractSolution
 from ._solver import (
     AbstractIterativeSolver as AbstractIterativeSolver,
     AbstractSolver as AbstractSolver,

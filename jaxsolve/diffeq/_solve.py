@@ -434,7 +434,7 @@ def _solve_fixed(p: _Problem, saveat, adjoint, meter, times, num_steps, incremen
         saved = (out.y1 if saveat.steps else None, out.dense_info if want_dense else None)
         return (out.y1, out.state, progress), saved
 
-    (y_final, _, progress), (ys_steps, infos) = scan_steps(
+    (y_final, solver_state, progress), (ys_steps, infos) = scan_steps(
         body,
         (p.y0, state, meter.init()),
         (grid[:-1], grid[1:], increments),
@@ -451,7 +451,7 @@ def _solve_fixed(p: _Problem, saveat, adjoint, meter, times, num_steps, incremen
     result = RESULTS.where(tree_all_finite(y_final), RESULTS.successful, RESULTS.nonfinite)
     count = jnp.asarray(num_steps)
     stats = {"num_steps": count, "num_accepted_steps": count, "num_rejected_steps": jnp.asarray(0)}
-    return Solution(ts, ys, result, stats)
+    return Solution(ts, ys, result, stats, solver_state)
 
 
 def _save_dense(p: _Problem, c: _Carry, t_end, info, accept, loop_kind):
@@ -596,4 +596,4 @@ def _solve_loop(p: _Problem, saveat, adjoint, meter, dt_init, max_steps, eorder)
         "num_accepted_steps": final.num_accepted,
         "num_rejected_steps": final.num_rejected,
     }
-    return Solution(ts, ys, result, stats)
+    return Solution(ts, ys, result, stats, final.solver_state)

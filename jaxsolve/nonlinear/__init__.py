@@ -4,6 +4,8 @@ differentiable by implicit differentiation (default) or by checkpointed unrollin
 
 from ._adjoint import (
     AbstractAdjoint as AbstractAdjoint,
+    DirectAdjoint as DirectAdjoint,
+    ForwardMode as ForwardMode,
     ImplicitAdjoint as ImplicitAdjoint,
     RecursiveCheckpointAdjoint as RecursiveCheckpointAdjoint,
 )

@@ -3,46 +3,23 @@
 - `ImplicitAdjoint(linear_solver=None)` (default): the implicit function theorem at the solution,
   through `jaxsolve.implicit.custom_root`. Reverse and forward mode; the forward iterations are
   never unrolled and the backward pass costs one linear solve, whatever the iteration count.
-- `RecursiveCheckpointAdjoint()`: differentiate the iterations themselves, run in the
-  checkpointed `bounded_while_loop` (memory O(sqrt(max_steps)) iterates). Use it when the
-  solution is not accurate enough for the implicit function theorem, or to differentiate the
-  truncated iteration itself.
+- `RecursiveCheckpointAdjoint()`, `DirectAdjoint()`, `ForwardMode()`: differentiate the
+  iterations themselves (the adjoints shared with `jaxsolve.diffeq`; reverse mode, both modes,
+  forward mode). Use them when the solution is not accurate enough for the implicit function
+  theorem, or to differentiate the truncated iteration itself.
 """
 
-import abc
-from collections.abc import Callable
 from typing import Any
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-
-class AbstractAdjoint(eqx.Module):
-    """Decides how a solve is differentiated.
-
-    `apply(primal, optimality, y0, args)` returns what `primal(y0, args) -> (y, aux)` returns, with
-    derivatives of `y` with respect to `args` as the adjoint decides; `optimality(y, args)` is zero
-    at a solution. `loop_kind` is the kind of `bounded_while_loop` the primal should run.
-    """
-
-    loop_kind: eqx.AbstractClassVar[str]
-
-    @abc.abstractmethod
-    def apply(
-        self,
-        primal: Callable,
-        optimality: Callable,
-        y0: Any,
-        args: Any,
-        *,
-        positive_definite: bool = False,
-        throw: bool = True,
-    ) -> tuple[Any, Any]:
-        """Run `primal` with this adjoint's derivative rule. `positive_definite` says that the
-        Jacobian of `optimality` is symmetric positive definite at the solution (a Hessian at a
-        strict minimum); `throw` that failed derivative solves raise (the entry point's
-        `throw`)."""
+from .._core import (
+    AbstractAdjoint as AbstractAdjoint,
+    DirectAdjoint as DirectAdjoint,
+    ForwardMode as ForwardMode,
+    RecursiveCheckpointAdjoint as RecursiveCheckpointAdjoint,
+)
 
 
 class ImplicitAdjoint(AbstractAdjoint):
@@ -69,6 +46,7 @@ class ImplicitAdjoint(AbstractAdjoint):
 
     linear_solver: Any = None
     loop_kind = "lax"
+    checkpoint_steps = False
 
     def apply(self, primal, optimality, y0, args, *, positive_definite=False, throw=True):
         from .. import linear
@@ -84,16 +62,3 @@ class ImplicitAdjoint(AbstractAdjoint):
         wrapped = custom_root(optimality, solve=solve, has_aux=True, tags=tags, throw=throw)
         wrapped = wrapped(primal)
         return wrapped(y0, args)
-
-
-class RecursiveCheckpointAdjoint(AbstractAdjoint):
-    """Differentiate through the iterations, run in a checkpointed bounded while loop.
-
-    Memory on the backward pass grows like sqrt(max_steps) iterates; the gradient is that of the
-    computed (possibly truncated) iteration, not of the exact solution.
-    """
-
-    loop_kind = "checkpointed"
-
-    def apply(self, primal, optimality, y0, args, *, positive_definite=False, throw=True):
-        return primal(y0, args)

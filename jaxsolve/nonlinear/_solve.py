@@ -58,7 +58,7 @@ def _validate(kind, fn, solver, y0, args, max_steps, adjoint):
         raise ValueError(f"`max_steps` must be a positive int, got {max_steps!r}")
     if adjoint is not None and not isinstance(adjoint, AbstractAdjoint):
         raise TypeError(
-            "`adjoint` must be None, ImplicitAdjoint() or RecursiveCheckpointAdjoint(), got "
+            "`adjoint` must be None, ImplicitAdjoint(), RecursiveCheckpointAdjoint(), DirectAdjoint() or ForwardMode(), got "
             f"{type(adjoint).__name__}"
         )
     leaves = jax.tree.leaves(y0)

@@ -54,17 +54,22 @@ def test_cos_fixed_point(name):
 
 
 def test_cos_fixed_point_unrolled_adjoint():
-    adjoint = nl.RecursiveCheckpointAdjoint()
+    # The unrolling adjoints shared with diffeq: reverse (recursive checkpointing), both modes
+    # (nested scans), forward mode.
     solver = nl.FixedPointIteration(**TIGHT)
 
-    def solve(theta):
+    def solve(theta, adjoint):
         return nl.fixed_point(cos_fixed_point, solver, jnp.array(1.0), theta, adjoint=adjoint).value
 
-    run = jax.jit(lambda t: (solve(t), jax.grad(solve)(t), jax.jacfwd(solve)(t)))
-    x, reverse, forward = run(THETA)
+    x = solve(THETA, nl.RecursiveCheckpointAdjoint())
     expected = 1.0 / (1.0 + np.sin(float(x)))
-    np.testing.assert_allclose(reverse, expected, rtol=1e-8)
-    np.testing.assert_allclose(forward, expected, rtol=1e-8)
+    reverse = jax.jit(jax.grad(solve), static_argnums=1)(THETA, nl.RecursiveCheckpointAdjoint())
+    direct = jax.jit(
+        lambda t: (jax.grad(solve)(t, nl.DirectAdjoint()), jax.jacfwd(solve)(t, nl.DirectAdjoint()))
+    )
+    forward = jax.jit(jax.jacfwd(solve), static_argnums=1)(THETA, nl.ForwardMode())
+    for value in (reverse, *direct(THETA), forward):
+        np.testing.assert_allclose(value, expected, rtol=1e-8)
 
 
 def test_cube_root_under_vmap():
