@@ -8,21 +8,23 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .._core import RESULTS, AbstractIterativeSolver, check_positive
+from .._core import RESULTS, AbstractIterativeSolver, AbstractSolution, check_positive
 from ._operator import AbstractLinearOperator
 
 
-class Solution(eqx.Module):
+class Solution(AbstractSolution):
     """What `jaxsolve.linear.solve` returns.
 
     - `value`: the solution `x`, with the input structure of the operator.
     - `result`: a `jaxsolve.RESULTS` item.
     - `stats`: a dict, with at least `"num_steps"` (0 for direct solvers).
+    - `state`: `None` (linear solves keep no state worth returning).
     """
 
     value: Any
     result: RESULTS
     stats: dict
+    state: Any = None
 
 
 class AbstractLinearSolver(eqx.Module):

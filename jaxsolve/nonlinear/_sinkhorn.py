@@ -23,6 +23,7 @@ from jaxtyping import Array, Float
 
 from .._core import (
     RESULTS,
+    AbstractSolution,
     bounded_while_loop,
     check_floating,
     check_positive,
@@ -31,8 +32,8 @@ from .._core import (
 from ._adjoint import AbstractAdjoint, ImplicitAdjoint
 
 
-class SinkhornSolution(eqx.Module):
-    """The outcome of `sinkhorn`.
+class SinkhornSolution(AbstractSolution):
+    """The outcome of `sinkhorn` (`value` is the transport plan).
 
     - `plan`: the transport plan P, shape (n, m).
     - `f`, `g`: the dual potentials (gauge <a, f> = <b, g>).
@@ -51,6 +52,11 @@ class SinkhornSolution(eqx.Module):
     transport_cost: Float[Array, ""]
     result: RESULTS
     stats: dict[str, Array]
+    state: Any = None
+
+    @property
+    def value(self):
+        return self.plan
 
 
 def _update_f(g, cost, log_a, epsilon):

@@ -2,13 +2,12 @@
 
 from typing import Any
 
-import equinox as eqx
 from jaxtyping import Array
 
-from .._core import RESULTS
+from .._core import RESULTS, AbstractSolution
 
 
-class Solution(eqx.Module):
+class Solution(AbstractSolution):
     """The outcome of `root_find`, `fixed_point`, `minimize` or `least_squares`.
 
     - `value`: the solution, with the pytree structure of `y0`.
