@@ -1,14 +1,18 @@
-"""The `jaxsolve` command: `jaxsolve run [CONFIG] [--out DIR]`, `jaxsolve list`."""
+"""The `jaxsolve` command: `jaxsolve run [CONFIG] [--set KEY=VALUE ...] [--out DIR]`,
+`jaxsolve list`."""
 
 import argparse
 import datetime
 import json
 import math
+import os
 import platform
 import sys
+import tempfile
 import time
 import tomllib
 from pathlib import Path
+from typing import Any
 
 _TOP_LEVEL_KEYS = ("experiment", "name", "description", "params")
 
@@ -106,40 +110,129 @@ def _jsonable(value):
     return value
 
 
+def parse_override(text: str) -> tuple[str, Any]:
+    """Read one `--set KEY=VALUE`.
+
+    **Arguments:**
+
+    - `text`: what followed `--set`, for example `num_paths=64`, `steps=[4, 8]`,
+      `spacing=karras`.
+
+    **Returns:** `(key, value)`. The value is read as a TOML value, so it has the type it would
+    have in a config's `[params]` (`64` an int, `1e-3` a float, `[4, 8]` a list, `true` a bool);
+    text that is not a TOML value (`karras`) is a string, as if it had been quoted. Raises
+    `ConfigError` without an `=` or a key.
+    """
+    from .experiments import ConfigError
+
+    key, sep, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set expects KEY=VALUE, got {text!r}")
+    try:
+        value = tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def _prepare_out_dir(out_dir: Path) -> None:
+    """Create `out_dir` and prove it is writable, before anything is computed."""
+    from .experiments import ConfigError
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # mkdir succeeds on an existing read-only folder: only a write proves it is usable.
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as e:
+        raise ConfigError(
+            f"cannot write to output folder {str(out_dir)!r}: {e.strerror or e}"
+        ) from None
+
+
+def _write_results(out_dir: Path, results: dict) -> None:
+    """Write results.json atomically: a Ctrl-C or a crash mid-write leaves the old file whole."""
+    target = out_dir / "results.json"
+    partial = out_dir / ".results.json.partial"
+    partial.write_text(json.dumps(_jsonable(results), indent=2))
+    os.replace(partial, target)
+
+
+def _machine() -> dict:
+    import jax
+
+    return {
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "device": str(jax.devices()[0]),
+    }
+
+
 def cmd_run(args) -> int:
+    """`jaxsolve run`: check everything that can be checked, then run and record.
+
+    Config, overrides and output folder are all checked before the experiment starts, so a
+    mistake is a one-line error (exit 2) with nothing computed. results.json is written at
+    the start (status "running"), and rewritten at the end with status "completed",
+    "interrupted" (Ctrl-C, exit 130) or "failed" (the error re-raised), so the run folder
+    always says what happened to the run.
+    """
     from .experiments import RunContext, get
 
     config = load_config(args.config)
     experiment = get(config["experiment"])
-    params = experiment.resolve_params(config["params"])
+    overrides = dict(parse_override(text) for text in args.set)
+    params = experiment.resolve_params({**config["params"], **overrides})
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = Path(args.out) if args.out else Path("runs") / f"{config['name']}-{stamp}"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _prepare_out_dir(out_dir)
     print(
         f"jaxsolve run: experiment {experiment.name!r} (config {config['name']!r}) -> {out_dir}",
         flush=True,
     )
-    start = time.perf_counter()
-    output = experiment.fn(RunContext(out_dir=out_dir, progress=not args.quiet), **params)
-    elapsed = time.perf_counter() - start
-    import jax
-
-    results = {
+    record = {
         "experiment": experiment.name,
         "config": config["name"],
         "params": params,
-        "table": output.table,
-        "summary": output.summary,
-        "plots": output.plots,
-        "elapsed_s": elapsed,
-        "machine": {
-            "python": platform.python_version(),
-            "jax": jax.__version__,
-            "backend": jax.default_backend(),
-            "device": str(jax.devices()[0]),
-        },
+        "overrides": overrides,
+        "status": "running",
+        "machine": _machine(),
     }
-    (out_dir / "results.json").write_text(json.dumps(_jsonable(results), indent=2))
+    _write_results(out_dir, record)
+    start = time.perf_counter()
+    try:
+        output = experiment.fn(RunContext(out_dir=out_dir, progress=not args.quiet), **params)
+    except BaseException as error:
+        elapsed = time.perf_counter() - start
+        interrupted = isinstance(error, KeyboardInterrupt)
+        record.update(
+            status="interrupted" if interrupted else "failed",
+            elapsed_s=elapsed,
+            # whatever the experiment had written before it stopped
+            plots=sorted(p.name for p in out_dir.glob("*.png")),
+        )
+        if not interrupted:
+            record["error"] = f"{type(error).__name__}: {error}"
+        _write_results(out_dir, record)
+        if interrupted:
+            print(
+                f"jaxsolve: interrupted after {elapsed:.1f} s; "
+                f"wrote {out_dir / 'results.json'} (status: interrupted)",
+                file=sys.stderr,
+            )
+            return 130  # the shell's convention for a process stopped by SIGINT
+        raise
+    elapsed = time.perf_counter() - start
+    record.update(
+        status="completed",
+        table=output.table,
+        summary=output.summary,
+        plots=output.plots,
+        elapsed_s=elapsed,
+    )
+    _write_results(out_dir, record)
     print(format_table(output.table))
     if output.summary:
         print(
@@ -190,6 +283,14 @@ def main(argv=None) -> int:
         help="a config name (see `jaxsolve list`) or a .toml path",
     )
     run.add_argument("--out", default=None, help="output folder (default runs/<name>-<timestamp>)")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a [params] value of the config, checked like the TOML (repeatable); "
+        "VALUE is a TOML value: --set num_paths=64 --set 'steps=[4, 8]'",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress meters")
     sub.add_parser("list", help="list experiments and configs")
     try:

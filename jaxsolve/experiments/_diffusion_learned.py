@@ -1,6 +1,7 @@
 """Learned timesteps (and per-step coefficients) vs the best fixed spacing, at few steps."""
 
 import time
+from typing import Annotated, Literal
 
 import equinox as eqx
 import jax
@@ -11,6 +12,7 @@ from .. import diffusion
 from ._mixture import GaussianMixture
 from ._plot import line_plot
 from ._registry import ExperimentOutput, RunContext, register
+from ._schema import MinLength, OpenUnitInterval, PositiveFloat, PositiveInt, Range, Seed
 
 SPACINGS = ("logsnr", "uniform", "quadratic", "karras")
 
@@ -25,18 +27,23 @@ def mixture(schedule) -> GaussianMixture:
     return GaussianMixture(schedule, [0.5, 0.3, 0.2], [[1.5, 0.0], [-1.0, 1.2], [-0.5, -1.5]], covs)
 
 
+_SAMPLERS = {
+    "ddim": lambda: diffusion.DDIM(),
+    "dpmpp2m": lambda: diffusion.DPMSolverPP(order=2),
+    "dpmpp3m": lambda: diffusion.DPMSolverPP(order=3),
+    "unipc2": lambda: diffusion.UniPC(order=2),
+    "ghvb2": lambda: diffusion.GHVB(order=2, beta=0.8),
+    "bdia": lambda: diffusion.BDIA(gamma=1.0),
+}
+# The config schema's choices for `samplers`, derived from the table above so they cannot drift.
+SamplerName = Literal[tuple(_SAMPLERS)]
+
+
 def make_sampler(name: str):
-    samplers = {
-        "ddim": lambda: diffusion.DDIM(),
-        "dpmpp2m": lambda: diffusion.DPMSolverPP(order=2),
-        "dpmpp3m": lambda: diffusion.DPMSolverPP(order=3),
-        "unipc2": lambda: diffusion.UniPC(order=2),
-        "ghvb2": lambda: diffusion.GHVB(order=2, beta=0.8),
-        "bdia": lambda: diffusion.BDIA(gamma=1.0),
-    }
-    if name not in samplers:
-        raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(samplers)}")
-    return samplers[name]()
+    """The sampler that a config's `samplers` entry names (see `_SAMPLERS`)."""
+    if name not in _SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(_SAMPLERS)}")
+    return _SAMPLERS[name]()
 
 
 @register(
@@ -45,15 +52,16 @@ def make_sampler(name: str):
 )
 def diffusion_learned_steps(
     ctx: RunContext,
-    samplers: list[str] = ["dpmpp2m", "ddim"],  # noqa: B006 (TOML list parameter)
-    nfes: list[int] = [5, 6, 8, 10],  # noqa: B006
-    num_train: int = 256,
-    num_test: int = 2048,
-    num_iterations: int = 300,
-    learning_rate: float = 0.03,
-    t_end: float = 1e-3,
-    reference_steps: int = 500,
-    seed: int = 0,
+    samplers: Annotated[list[SamplerName], MinLength(1)] = ["dpmpp2m", "ddim"],  # noqa: B006 (TOML list parameter)
+    # at least two steps, so that the grid has an interior time to learn
+    nfes: Annotated[list[Annotated[int, Range(2)]], MinLength(1)] = [5, 6, 8, 10],  # noqa: B006
+    num_train: PositiveInt = 256,
+    num_test: PositiveInt = 2048,
+    num_iterations: PositiveInt = 300,
+    learning_rate: PositiveFloat = 0.03,
+    t_end: OpenUnitInterval = 1e-3,
+    reference_steps: PositiveInt = 500,
+    seed: Seed = 0,
 ) -> ExperimentOutput:
     """For each sampler and NFE: the held-out RMSE (against the exact flow, computed with Heun
     at `reference_steps` steps) of the four fixed spacings, of the learned grid (started from

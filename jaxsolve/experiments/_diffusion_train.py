@@ -2,6 +2,7 @@
 
 import math
 import time
+from typing import Literal
 
 import equinox as eqx
 import jax
@@ -12,6 +13,7 @@ import optax
 from .. import diffusion
 from ._plot import scatter_plot
 from ._registry import ExperimentOutput, RunContext, register
+from ._schema import OpenUnitInterval, PositiveFloat, PositiveInt, Seed
 
 
 def make_data(name: str, key, num: int) -> jax.Array:
@@ -91,14 +93,14 @@ def _samplers():
 )
 def diffusion_train_2d(
     ctx: RunContext,
-    data: str = "spiral",
-    num_train_steps: int = 10000,
-    batch_size: int = 512,
-    learning_rate: float = 2e-3,
-    width: int = 128,
-    num_samples: int = 2000,
-    t_end: float = 1e-3,
-    seed: int = 0,
+    data: Literal["spiral", "mixture"] = "spiral",
+    num_train_steps: PositiveInt = 10000,
+    batch_size: PositiveInt = 512,
+    learning_rate: PositiveFloat = 2e-3,
+    width: PositiveInt = 128,
+    num_samples: PositiveInt = 2000,
+    t_end: OpenUnitInterval = 1e-3,
+    seed: Seed = 0,
 ) -> ExperimentOutput:
     """Train (eps-prediction, VPLinear, Adam with cosine decay, all in one jitted `lax.scan`
     per chunk), then draw `num_samples` points with each sampler from the same noise. Reports

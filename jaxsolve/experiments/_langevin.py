@@ -2,6 +2,7 @@
 regression, measured by effective sample size per gradient evaluation."""
 
 import time
+from typing import Annotated, Literal
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +12,16 @@ import jaxsolve as js
 
 from ._plot import line_plot
 from ._registry import ConfigError, ExperimentOutput, RunContext, register
+from ._schema import (
+    MinLength,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+    Seed,
+    Tolerance,
+)
 
 PAPER_CLAIM = "NUTS needs about 10x the gradient evaluations of adaptive QUICSORT for the same ESS"
 
@@ -43,27 +54,32 @@ def _ess(samples):
     return np.asarray(blackjax.diagnostics.effective_sample_size(samples, 0, 1))
 
 
+# The adaptive underdamped Langevin solvers of jaxsolve.diffeq this experiment can run.
+LangevinSolver = Literal["QUICSORT", "ShOULD", "ALIGN"]
+
+
 @register(
     "langevin_vs_nuts",
     "Bayesian logistic regression: adaptive QUICSORT/ShOULD/ALIGN on the Brownian tree vs "
     "NUTS (blackjax), effective sample size per gradient evaluation.",
+    requires=[("burn_in < horizon", lambda p: p["burn_in"] < p["horizon"])],
 )
 def langevin_vs_nuts(
     ctx: RunContext,
-    num_data: int = 200,
-    dim: int = 5,
-    prior_scale: float = 5.0,
-    num_chains: int = 4,
-    horizon: float = 200.0,
-    burn_in: float = 20.0,
-    num_saves: int = 1000,
-    gamma: float = 2.0,
-    rtol: float = 0.02,
-    atol: float = 0.02,
-    solvers: list[str] = ["QUICSORT", "ShOULD"],  # noqa: B006
-    nuts_warmup: int = 500,
-    nuts_samples: int = 1000,
-    seed: int = 0,
+    num_data: PositiveInt = 200,
+    dim: PositiveInt = 5,
+    prior_scale: PositiveFloat = 5.0,
+    num_chains: PositiveInt = 4,
+    horizon: PositiveFloat = 200.0,
+    burn_in: NonNegativeFloat = 20.0,
+    num_saves: Annotated[int, Range(2)] = 1000,
+    gamma: PositiveFloat = 2.0,
+    rtol: Tolerance = 0.02,
+    atol: Tolerance = 0.02,
+    solvers: Annotated[list[LangevinSolver], MinLength(1)] = ["QUICSORT", "ShOULD"],  # noqa: B006
+    nuts_warmup: NonNegativeInt = 500,
+    nuts_samples: Annotated[int, Range(2)] = 1000,
+    seed: Seed = 0,
 ) -> ExperimentOutput:
     """Each Langevin chain is one adaptive solve (PID controller, error order = strong order +
     1/2) of `dx = v dt, dv = -gamma v dt - u ∇f(x) dt + sqrt(2 gamma u) dW` with `u = 1` on
@@ -78,9 +94,6 @@ def langevin_vs_nuts(
             "langevin_vs_nuts needs blackjax for the NUTS baseline and the ESS estimator: "
             "pip install blackjax (or the `bench` extra: pip install 'jaxsolve[bench]')"
         ) from error
-    for name in solvers:
-        if name not in ("QUICSORT", "ShOULD", "ALIGN"):
-            raise ConfigError(f"unknown solver {name!r}; choose from QUICSORT, ShOULD, ALIGN")
     dtype = jnp.result_type(float)
     key = jax.random.key(seed)
     k_data, k_lang, k_nuts = jax.random.split(key, 3)

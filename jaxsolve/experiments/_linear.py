@@ -1,7 +1,9 @@
-"""Experiments of the linear / implicit pillar: Learning to Relax and implicit hyperparameter
-optimisation, plus the pillar's quickstart section."""
+"""Experiments of the linear / implicit pillar: Learning to Relax and the pillar's quickstart
+section (implicit hyperparameter optimisation is in `_hyperparam`)."""
 
+import dataclasses
 import time
+from typing import Annotated
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +13,15 @@ from jax import lax
 from .. import implicit, linear
 from ._plot import line_plot
 from ._registry import ExperimentOutput, RunContext, check_row, quickstart_section, register
+from ._schema import (
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+    Seed,
+    Tolerance,
+    UnitInterval,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Shared problems
@@ -104,28 +115,32 @@ def _linear_section(ctx: RunContext):
 # Learning to Relax
 # ---------------------------------------------------------------------------------------------
 
+# SOR converges for every symmetric positive definite system exactly when 0 < omega < 2.
+SorOmega = Annotated[float, Range(0, 2, low_inclusive=False, high_inclusive=False)]
+
 
 @register(
     "learning_to_relax",
     "Tune SOR's omega online over a sequence of shifted Poisson systems with a Tsallis-INF "
     "bandit that sees only iteration counts; compare with the best fixed omega in hindsight.",
+    requires=[("omega_min <= omega_max", lambda p: p["omega_min"] <= p["omega_max"])],
 )
 def learning_to_relax(
     ctx: RunContext,
-    grid: int = 10,
-    num_systems: int = 1000,
-    num_omegas: int = 12,
-    omega_min: float = 1.0,
-    omega_max: float = 1.95,
-    max_shift: float = 300.0,
-    rtol: float = 1e-6,
-    max_steps: int = 400,
-    max_cost: float = 60.0,
-    learning_rate: float = 4.0,
-    baseline: float = 0.5,
-    num_seeds: int = 20,
-    context_bins: int = 6,
-    seed: int = 0,
+    grid: PositiveInt = 10,
+    num_systems: Annotated[int, Range(4)] = 1000,
+    num_omegas: PositiveInt = 12,
+    omega_min: SorOmega = 1.0,
+    omega_max: SorOmega = 1.95,
+    max_shift: NonNegativeFloat = 300.0,
+    rtol: Tolerance = 1e-6,
+    max_steps: PositiveInt = 400,
+    max_cost: NonNegativeFloat = 60.0,
+    learning_rate: PositiveFloat = 4.0,
+    baseline: UnitInterval = 0.5,
+    num_seeds: PositiveInt = 20,
+    context_bins: PositiveInt = 6,
+    seed: Seed = 0,
 ) -> ExperimentOutput:
     """Systems `(L + c_t I) x = b_t` with `L` the 2-D Poisson matrix (grid x grid interior),
     shifts `c_t ~ U(0, max_shift)` and Gaussian `b_t`. For the baselines every omega of the
@@ -137,11 +152,44 @@ def learning_to_relax(
     dtype = jnp.float32
     key_shift, key_b, key_bandit = jax.random.split(jax.random.key(seed), 3)
     laplacian = _poisson_matrix(grid, dtype)
-    size = grid * grid
     shifts = jax.random.uniform(key_shift, (num_systems,), dtype, 0.0, max_shift)
-    rhs = jax.random.normal(key_b, (num_systems, size), dtype)
+    rhs = jax.random.normal(key_b, (num_systems, grid * grid), dtype)
     omegas = jnp.linspace(omega_min, omega_max, num_omegas, dtype=dtype)
-    eye = jnp.eye(size, dtype=dtype)
+
+    ctx.status(f"SOR on {num_systems} systems x {num_omegas} omegas")
+    start = time.perf_counter()
+    costs = _sor_cost_table(laplacian, shifts, rhs, omegas, rtol, max_steps)
+    table_seconds = time.perf_counter() - start
+
+    normaliser = max_cost if max_cost > 0 else float(max_steps)
+    bandit = linear.OmegaBandit(omegas, normaliser, learning_rate, baseline)
+    edges = jnp.linspace(0.0, max_shift, context_bins + 1, dtype=dtype)[1:-1]
+    contextual = linear.ContextualOmegaBandit(omegas, edges, normaliser, learning_rate, baseline)
+    ctx.status(f"bandits over {num_seeds} seeds")
+    seeds = jax.random.split(key_bandit, num_seeds)
+    bandit_costs, bandit_arms = _play_bandit(bandit, seeds, costs)
+    contextual_costs = _play_contextual_bandit(contextual, seeds, costs, shifts)
+
+    policies = _RelaxPolicies.compare(
+        np.asarray(omegas), costs, bandit_costs, bandit_arms, contextual_costs
+    )
+    plots = _relax_plots(ctx, policies, context_bins)
+    summary = {
+        **_relax_summary(policies),
+        "cost_normaliser": normaliser,
+        "cost_table_seconds": table_seconds,
+    }
+    return ExperimentOutput(
+        table=_relax_table(policies, num_seeds, context_bins), summary=summary, plots=plots
+    )
+
+
+def _sor_cost_table(laplacian, shifts, rhs, omegas, rtol, max_steps) -> np.ndarray:
+    """SOR iterations to `rtol` for every system `(laplacian + shift I) x = b` and every omega.
+
+    **Returns:** an int array of shape (systems, omegas); `max_steps` where SOR did not converge.
+    """
+    eye = jnp.eye(laplacian.shape[0], dtype=laplacian.dtype)
 
     @jax.jit
     def cost_table(shifts, rhs, omegas):
@@ -153,15 +201,20 @@ def learning_to_relax(
 
             return jax.vmap(one_omega)(omegas)
 
-        return lax.map(lambda sb: one_system(*sb), (shifts, rhs))  # (systems, omegas)
+        # lax.map over systems, vmap over omegas: the whole table is one compiled program, and
+        # memory holds one system's omegas at a time.
+        return lax.map(lambda sb: one_system(*sb), (shifts, rhs))
 
-    ctx.status(f"SOR on {num_systems} systems x {num_omegas} omegas")
-    start = time.perf_counter()
-    costs = np.asarray(cost_table(shifts, rhs, omegas))
-    table_seconds = time.perf_counter() - start
+    return np.asarray(cost_table(shifts, rhs, omegas))
 
-    normaliser = max_cost if max_cost > 0 else float(max_steps)
-    bandit = linear.OmegaBandit(omegas, normaliser, learning_rate, baseline)
+
+def _play_bandit(bandit, seeds, costs) -> tuple[np.ndarray, np.ndarray]:
+    """Run `bandit` over the sequence once per key of `seeds`, revealing only the cost of the
+    omega it plays.
+
+    **Returns:** `(costs, arms)`, each of shape (seeds, systems): the cost paid and the arm
+    played at each round.
+    """
 
     @jax.jit
     def play(key, costs):
@@ -174,11 +227,20 @@ def learning_to_relax(
         keys = jax.random.split(key, costs.shape[0])
         return lax.scan(round_, bandit.init(), (keys, costs))[1]
 
-    edges = jnp.linspace(0.0, max_shift, context_bins + 1, dtype=dtype)[1:-1]
-    contextual = linear.ContextualOmegaBandit(omegas, edges, normaliser, learning_rate, baseline)
+    runs = [play(k, jnp.asarray(costs)) for k in seeds]
+    paid = np.stack([np.asarray(c) for c, _ in runs]).astype(float)
+    arms = np.stack([np.asarray(a) for _, a in runs])
+    return paid, arms
+
+
+def _play_contextual_bandit(contextual, seeds, costs, shifts) -> np.ndarray:
+    """As `_play_bandit`, for a bandit that also sees each system's shift (its context).
+
+    **Returns:** the costs paid, shape (seeds, systems).
+    """
 
     @jax.jit
-    def play_contextual(key, costs, shifts):
+    def play(key, costs, shifts):
         def round_(state, inputs):
             key, row, shift = inputs
             arm, probs = contextual.propose(state, shift, key)
@@ -188,338 +250,141 @@ def learning_to_relax(
         keys = jax.random.split(key, costs.shape[0])
         return lax.scan(round_, contextual.init(), (keys, costs, shifts))[1]
 
-    ctx.status(f"bandits over {num_seeds} seeds")
-    seeds = jax.random.split(key_bandit, num_seeds)
-    runs = [play(k, jnp.asarray(costs)) for k in seeds]
-    bandit_costs = np.stack([np.asarray(c) for c, _ in runs]).astype(float)  # (seeds, T)
-    bandit_arms = np.stack([np.asarray(a) for _, a in runs])
-    contextual_costs = np.stack(
-        [np.asarray(play_contextual(k, jnp.asarray(costs), shifts)) for k in seeds]
-    ).astype(float)
+    return np.stack([np.asarray(play(k, jnp.asarray(costs), shifts)) for k in seeds]).astype(float)
 
-    totals = costs.sum(axis=0).astype(float)  # per fixed omega
-    best_arm = int(np.argmin(totals))
-    best_fixed = costs[:, best_arm].astype(float)
-    instance_optimal = costs.min(axis=1).astype(float)
-    uniform = costs.mean(axis=1).astype(float)  # expected cost of a uniformly random omega
-    bandit_total = bandit_costs.sum(axis=1)
-    contextual_total = contextual_costs.sum(axis=1)
 
-    rounds = np.arange(1, num_systems + 1)
+@dataclasses.dataclass(frozen=True)
+class _RelaxPolicies:
+    """The per-system costs of every omega policy of Learning to Relax, side by side.
+
+    Fixed policies have shape (systems,), the bandits (seeds, systems).
+    """
+
+    omegas: np.ndarray
+    totals: np.ndarray  # total cost of each fixed omega
+    best_arm: int
+    best_fixed: np.ndarray  # the best fixed omega in hindsight
+    instance_optimal: np.ndarray  # the best omega of each system (an oracle)
+    uniform: np.ndarray  # the expected cost of an omega drawn uniformly at random
+    bandit: np.ndarray
+    bandit_arms: np.ndarray
+    contextual: np.ndarray
+
+    @classmethod
+    def compare(cls, omegas, costs, bandit, bandit_arms, contextual) -> "_RelaxPolicies":
+        """The baselines from the full cost table (systems, omegas), beside the bandits."""
+        totals = costs.sum(axis=0).astype(float)
+        best_arm = int(np.argmin(totals))
+        return cls(
+            omegas=omegas,
+            totals=totals,
+            best_arm=best_arm,
+            best_fixed=costs[:, best_arm].astype(float),
+            instance_optimal=costs.min(axis=1).astype(float),
+            uniform=costs.mean(axis=1).astype(float),
+            bandit=bandit,
+            bandit_arms=bandit_arms,
+            contextual=contextual,
+        )
+
+    def over_best_fixed(self, costs: np.ndarray, rounds: slice = slice(None)) -> float:
+        """Total cost of `costs` over `rounds` (mean over seeds) / the best fixed omega's."""
+        return float(costs[..., rounds].sum(axis=-1).mean() / self.best_fixed[rounds].sum())
+
+
+def _relax_plots(ctx: RunContext, policies: _RelaxPolicies, context_bins: int) -> list[str]:
+    """The running average cost of each policy, and the total cost of each fixed omega."""
+    rounds = np.arange(1, policies.best_fixed.size + 1)
 
     def running_mean(x):
         return np.cumsum(x, axis=-1) / rounds
 
+    best_omega = float(policies.omegas[policies.best_arm])
     plot_avg = line_plot(
         ctx.path("learning_to_relax_average_iterations.png"),
         {
-            "bandit (mean of seeds)": (rounds, running_mean(bandit_costs).mean(axis=0)),
+            "bandit (mean of seeds)": (rounds, running_mean(policies.bandit).mean(axis=0)),
             f"contextual bandit, {context_bins} bins": (
                 rounds,
-                running_mean(contextual_costs).mean(axis=0),
+                running_mean(policies.contextual).mean(axis=0),
             ),
-            f"best fixed omega={float(omegas[best_arm]):.3f}": (rounds, running_mean(best_fixed)),
-            "instance-optimal omega": (rounds, running_mean(instance_optimal)),
-            "uniformly random omega": (rounds, running_mean(uniform)),
+            f"best fixed omega={best_omega:.3f}": (rounds, running_mean(policies.best_fixed)),
+            "instance-optimal omega": (rounds, running_mean(policies.instance_optimal)),
+            "uniformly random omega": (rounds, running_mean(policies.uniform)),
         },
         title="Learning to Relax: average SOR iterations per system",
         xlabel="systems solved",
         ylabel="average iterations so far",
+        logx=True,  # the bandits learn over the first few dozen systems
     )
     plot_omega = line_plot(
         ctx.path("learning_to_relax_totals.png"),
-        {"total iterations": (np.asarray(omegas), totals)},
+        {"total iterations": (policies.omegas, policies.totals)},
         title="Total SOR iterations of each fixed omega over the sequence",
         xlabel="omega",
         ylabel="total iterations",
+        logy=True,  # omega near 2 costs orders of magnitude more than the best
     )
+    return [plot_avg, plot_omega]
 
+
+def _relax_table(policies: _RelaxPolicies, num_seeds: int, context_bins: int) -> list[dict]:
+    """One row per policy: its total SOR iterations over the sequence."""
     table = [
         {"policy": f"fixed omega={float(w):.3f}", "total_iterations": int(t)}
-        for w, t in zip(np.asarray(omegas), totals, strict=True)
+        for w, t in zip(policies.omegas, policies.totals, strict=True)
     ]
-    quarter = num_systems // 4
-    late_ratio = bandit_costs[:, -quarter:].sum(axis=1).mean() / best_fixed[-quarter:].sum()
-    early_ratio = bandit_costs[:, :quarter].sum(axis=1).mean() / best_fixed[:quarter].sum()
     table += [
-        {"policy": "best fixed omega in hindsight", "total_iterations": int(best_fixed.sum())},
+        {
+            "policy": "best fixed omega in hindsight",
+            "total_iterations": int(policies.best_fixed.sum()),
+        },
         {
             "policy": "instance-optimal omega (oracle)",
-            "total_iterations": int(instance_optimal.sum()),
+            "total_iterations": int(policies.instance_optimal.sum()),
         },
-        {"policy": "uniformly random omega (expected)", "total_iterations": int(uniform.sum())},
+        {
+            "policy": "uniformly random omega (expected)",
+            "total_iterations": int(policies.uniform.sum()),
+        },
         {
             "policy": f"Tsallis-INF bandit (mean of {num_seeds} seeds)",
-            "total_iterations": int(round(bandit_total.mean())),
+            "total_iterations": int(round(policies.bandit.sum(axis=1).mean())),
         },
         {
             "policy": f"contextual bandit, {context_bins} shift bins (mean of {num_seeds} seeds)",
-            "total_iterations": int(round(contextual_total.mean())),
+            "total_iterations": int(round(policies.contextual.sum(axis=1).mean())),
         },
     ]
-    summary = {
-        "best_fixed_omega": float(omegas[best_arm]),
-        "best_fixed_total": int(best_fixed.sum()),
+    return table
+
+
+def _relax_summary(policies: _RelaxPolicies) -> dict:
+    """Headline ratios to the best fixed omega, overall and in the first and last quarter (how
+    fast the bandits learn)."""
+    quarter = policies.best_fixed.size // 4
+    first, last = slice(None, quarter), slice(-quarter, None)
+    bandit_total = policies.bandit.sum(axis=1)
+    best_fixed_total = policies.best_fixed.sum()
+    return {
+        "best_fixed_omega": float(policies.omegas[policies.best_arm]),
+        "best_fixed_total": int(best_fixed_total),
         "bandit_total_mean": float(bandit_total.mean()),
         "bandit_total_std": float(bandit_total.std()),
-        "bandit_over_best_fixed": float(bandit_total.mean() / best_fixed.sum()),
-        "bandit_over_best_fixed_first_quarter": float(early_ratio),
-        "bandit_over_best_fixed_last_quarter": float(late_ratio),
-        "contextual_over_best_fixed": float(contextual_total.mean() / best_fixed.sum()),
-        "contextual_over_best_fixed_last_quarter": float(
-            contextual_costs[:, -quarter:].sum(axis=1).mean() / best_fixed[-quarter:].sum()
+        "bandit_over_best_fixed": float(bandit_total.mean() / best_fixed_total),
+        "bandit_over_best_fixed_first_quarter": policies.over_best_fixed(policies.bandit, first),
+        "bandit_over_best_fixed_last_quarter": policies.over_best_fixed(policies.bandit, last),
+        "contextual_over_best_fixed": float(
+            policies.contextual.sum(axis=1).mean() / best_fixed_total
         ),
-        "uniform_over_best_fixed": float(uniform.sum() / best_fixed.sum()),
-        "instance_optimal_over_best_fixed": float(instance_optimal.sum() / best_fixed.sum()),
-        "bandit_plays_best_arm_last_quarter": float(np.mean(bandit_arms[:, -quarter:] == best_arm)),
-        "cost_normaliser": normaliser,
-        "cost_table_seconds": table_seconds,
+        "contextual_over_best_fixed_last_quarter": policies.over_best_fixed(
+            policies.contextual, last
+        ),
+        "uniform_over_best_fixed": float(policies.uniform.sum() / best_fixed_total),
+        "instance_optimal_over_best_fixed": float(
+            policies.instance_optimal.sum() / best_fixed_total
+        ),
+        "bandit_plays_best_arm_last_quarter": float(
+            np.mean(policies.bandit_arms[:, last] == policies.best_arm)
+        ),
     }
-    return ExperimentOutput(table=table, summary=summary, plots=[plot_avg, plot_omega])
-
-
-# ---------------------------------------------------------------------------------------------
-# Hyperparameter optimisation by implicit differentiation
-# ---------------------------------------------------------------------------------------------
-
-
-def _ridge_data(seed, num_train, num_val, num_features, dtype):
-    rng = np.random.default_rng(seed)
-    # A sparse-ish true model: per-feature regularisation can shrink the irrelevant features.
-    w_true = rng.normal(size=num_features) * (rng.uniform(size=num_features) < 0.2)
-    X_train = rng.normal(size=(num_train, num_features))
-    X_val = rng.normal(size=(num_val, num_features))
-    X_test = rng.normal(size=(2000, num_features))
-    y_train = X_train @ w_true + 0.5 * rng.normal(size=num_train)
-    y_val = X_val @ w_true + 0.5 * rng.normal(size=num_val)
-    y_test = X_test @ w_true + 0.5 * rng.normal(size=2000)
-    arrays = (X_train, y_train, X_val, y_val, X_test, y_test)
-    return tuple(np.asarray(a, np.float64) for a in arrays), dtype
-
-
-def _optimality(w, log_lam, X, y):
-    """Gradient of the training objective (1/2n)|Xw - y|^2 + (1/2) sum_j exp(log_lam_j) w_j^2."""
-    return X.T @ (X @ w - y) / X.shape[0] + jnp.exp(log_lam) * w
-
-
-def _inner_solver(num_steps, data_lipschitz):
-    """Nesterov-accelerated gradient descent with a fixed step count: differentiable by
-    unrolling (scan) or implicitly (custom_root around the same loop). `data_lipschitz` is
-    |X|_2^2 / n, computed once outside (an SVD per call would dominate the run time)."""
-
-    def solve(w_init, log_lam, X, y):
-        lipschitz = data_lipschitz + jnp.max(jnp.exp(log_lam))
-        mu = jnp.min(jnp.exp(log_lam))
-        step = 1.0 / lipschitz
-        momentum = (1 - jnp.sqrt(mu * step)) / (1 + jnp.sqrt(mu * step))
-
-        def body(carry, _):
-            w, w_prev = carry
-            v = w + momentum * (w - w_prev)
-            w_next = v - step * _optimality(v, log_lam, X, y)
-            return (w_next, w), None
-
-        (w, _), _ = lax.scan(body, (w_init, w_init), None, length=num_steps)
-        return w
-
-    return solve
-
-
-def _val_loss(w, X_val, y_val):
-    return 0.5 * jnp.mean((X_val @ w - y_val) ** 2)
-
-
-@register(
-    "hyperparam_implicit",
-    "Per-feature L2 regularisation of ridge regression learned on validation loss: implicit vs "
-    "unrolled hypergradients (agreement with the exact one, compiled memory, time).",
-)
-def hyperparam_implicit(
-    ctx: RunContext,
-    num_features: int = 200,
-    num_train: int = 400,
-    num_val: int = 400,
-    inner_steps: list[int] = [30, 100, 300, 1000, 3000],  # noqa: B006 - TOML-typed default
-    outer_steps: int = 150,
-    outer_learning_rate: float = 0.05,
-    optimisation_inner_steps: int = 200,
-    seed: int = 0,
-) -> ExperimentOutput:
-    """Hyperparameters `log_lam` (one per feature). For each inner step count K: the
-    hypergradient of the validation loss by unrolling K accelerated-gradient steps, and by
-    implicit differentiation (custom_root around the same loop, CG backward solve), each
-    against the exact float64 hypergradient; the compiled temporary memory
-    (`memory_analysis`) and the run time. Then `outer_steps` of Adam on `log_lam` with
-    implicit hypergradients."""
-    import optax
-
-    dtype = jnp.float32
-    (X64, y64, Xv64, yv64, Xt64, yt64), _ = _ridge_data(
-        seed, num_train, num_val, num_features, dtype
-    )
-    X, y, Xv, yv, Xt, yt = (jnp.asarray(a, dtype) for a in (X64, y64, Xv64, yv64, Xt64, yt64))
-    log_lam0 = jnp.full((num_features,), np.log(0.1), dtype)
-    w_init = jnp.zeros((num_features,), dtype)
-
-    def exact_hypergradient(log_lam):
-        lam = np.exp(np.asarray(log_lam, np.float64))
-        H = X64.T @ X64 / num_train + np.diag(lam)
-        w = np.linalg.solve(H, X64.T @ y64 / num_train)
-        g_w = Xv64.T @ (Xv64 @ w - yv64) / num_val
-        # d L_val / d log_lam_j = -(H^{-1} g_w)_j * lam_j * w_j
-        return -np.linalg.solve(H, g_w) * lam * w
-
-    exact = exact_hypergradient(log_lam0)
-    data_lipschitz = float(np.linalg.norm(X64, 2) ** 2 / num_train)
-    backward = linear.CG(rtol=1e-6, atol=0.0, max_steps=1000)
-
-    def make_hypergradient(num_steps, mode):
-        solve = _inner_solver(num_steps, data_lipschitz)
-        if mode == "implicit":
-            solve = implicit.custom_root(_optimality, solve=backward, tags=("positive_definite",))(
-                solve
-            )
-
-        def objective(log_lam):
-            return _val_loss(solve(w_init, log_lam, X, y), Xv, yv)
-
-        return jax.jit(jax.grad(objective))
-
-    def timed(fn, *args, repeats=5):
-        jax.block_until_ready(fn(*args))
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            times.append(time.perf_counter() - start)
-        return float(np.median(times))
-
-    table = []
-    grads = {}
-    for num_steps in inner_steps:
-        for mode in ("unrolled", "implicit"):
-            ctx.status(f"hypergradient: {mode}, {num_steps} inner steps")
-            fn = make_hypergradient(num_steps, mode)
-            compiled = fn.lower(log_lam0).compile()
-            memory = compiled.memory_analysis()
-            temp_bytes = int(getattr(memory, "temp_size_in_bytes", 0)) if memory else -1
-            grad = np.asarray(compiled(log_lam0), np.float64)
-            rel_err = float(np.linalg.norm(grad - exact) / np.linalg.norm(exact))
-            grads[num_steps, mode] = grad
-            other = grads.get((num_steps, "unrolled"), grad)
-            table.append(
-                {
-                    "inner_steps": num_steps,
-                    "mode": mode,
-                    "hypergradient_rel_error": rel_err,
-                    "rel_difference_to_unrolled": float(
-                        np.linalg.norm(grad - other) / np.linalg.norm(other)
-                    ),
-                    "temp_memory_kib": temp_bytes / 1024,
-                    "run_ms": 1e3 * timed(compiled, log_lam0),
-                }
-            )
-
-    # Outer optimisation with implicit hypergradients (Adam on log_lam).
-    inner = _inner_solver(optimisation_inner_steps, data_lipschitz)
-    inner_implicit = implicit.custom_root(_optimality, solve=backward, tags=("positive_definite",))(
-        inner
-    )
-
-    @jax.jit
-    def val_objective(log_lam):
-        return _val_loss(inner_implicit(w_init, log_lam, X, y), Xv, yv)
-
-    @jax.jit
-    def test_loss(log_lam):  # held out: the hyperparameters never see it
-        return _val_loss(inner_implicit(w_init, log_lam, X, y), Xt, yt)
-
-    optimiser = optax.adam(outer_learning_rate)
-
-    @jax.jit
-    def outer_step(log_lam, opt_state):
-        loss, grad = jax.value_and_grad(val_objective)(log_lam)
-        updates, opt_state = optimiser.update(grad, opt_state)
-        return optax.apply_updates(log_lam, updates), opt_state, loss
-
-    ctx.status(f"{outer_steps} outer Adam steps on {num_features} hyperparameters")
-    log_lam, opt_state = log_lam0, optimiser.init(log_lam0)
-    losses = []
-    for _ in range(outer_steps):
-        log_lam, opt_state, loss = outer_step(log_lam, opt_state)
-        losses.append(float(loss))
-    final_loss = float(val_objective(log_lam))
-
-    # The best single (scalar) lambda for comparison, by a grid search on validation loss.
-    scalar_grid = np.logspace(-4, 1, 26)
-    scalar_losses = [
-        float(val_objective(jnp.full((num_features,), np.log(lam), dtype))) for lam in scalar_grid
-    ]
-    best_scalar = jnp.full(
-        (num_features,), np.log(scalar_grid[int(np.argmin(scalar_losses))]), dtype
-    )
-
-    by_mode = {mode: [r for r in table if r["mode"] == mode] for mode in ("unrolled", "implicit")}
-    steps_axis = np.asarray(inner_steps, float)
-    plot_memory = line_plot(
-        ctx.path("hyperparam_implicit_memory.png"),
-        {
-            mode: (steps_axis, [r["temp_memory_kib"] for r in rows])
-            for mode, rows in by_mode.items()
-        },
-        title="Compiled temporary memory of the hypergradient",
-        xlabel="inner steps",
-        ylabel="KiB",
-        logx=True,
-        logy=True,
-    )
-    plot_error = line_plot(
-        ctx.path("hyperparam_implicit_error.png"),
-        {
-            mode: (steps_axis, [max(r["hypergradient_rel_error"], 1e-12) for r in rows])
-            for mode, rows in by_mode.items()
-        },
-        title="Hypergradient error vs the exact (float64) one",
-        xlabel="inner steps",
-        ylabel="relative error",
-        logx=True,
-        logy=True,
-    )
-    plot_outer = line_plot(
-        ctx.path("hyperparam_implicit_validation.png"),
-        {
-            f"per-feature lambda ({num_features} hyperparameters)": (
-                np.arange(1, outer_steps + 1),
-                losses,
-            ),
-            "best scalar lambda (grid search)": (
-                np.array([1, outer_steps]),
-                [min(scalar_losses)] * 2,
-            ),
-        },
-        title="Validation loss, Adam on implicit hypergradients",
-        xlabel="outer step",
-        ylabel="validation loss",
-    )
-    last = {mode: rows[-1] for mode, rows in by_mode.items()}
-    summary = {
-        "num_hyperparameters": num_features,
-        "max_inner_steps": inner_steps[-1],
-        "unrolled_temp_memory_kib_at_max": last["unrolled"]["temp_memory_kib"],
-        "implicit_temp_memory_kib_at_max": last["implicit"]["temp_memory_kib"],
-        "unrolled_rel_error_at_max": last["unrolled"]["hypergradient_rel_error"],
-        "implicit_rel_error_at_max": last["implicit"]["hypergradient_rel_error"],
-        "implicit_vs_unrolled_rel_difference_at_max": last["implicit"][
-            "rel_difference_to_unrolled"
-        ],
-        "initial_validation_loss": losses[0],
-        "final_validation_loss": final_loss,
-        "best_scalar_lambda_validation_loss": min(scalar_losses),
-        "best_scalar_lambda": float(scalar_grid[int(np.argmin(scalar_losses))]),
-        "test_loss_initial": float(test_loss(log_lam0)),
-        "test_loss_per_feature": float(test_loss(log_lam)),
-        "test_loss_best_scalar": float(test_loss(best_scalar)),
-    }
-    return ExperimentOutput(
-        table=table, summary=summary, plots=[plot_memory, plot_error, plot_outer]
-    )

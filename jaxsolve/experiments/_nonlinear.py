@@ -1,6 +1,7 @@
 """Nonlinear-solver experiments: training a deep equilibrium model, and the quickstart section."""
 
 import time
+from typing import Annotated
 
 import equinox as eqx
 import jax
@@ -11,6 +12,15 @@ import optax
 from .. import nonlinear
 from ._plot import line_plot, scatter_plot
 from ._registry import ExperimentOutput, RunContext, check_row, quickstart_section, register
+from ._schema import (
+    NonNegativeFloat,
+    OpenUnitInterval,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+    Seed,
+    Tolerance,
+)
 
 # ---------------------------------------------------------------------------------------------
 # deq_train
@@ -59,18 +69,18 @@ class _DEQClassifier(eqx.Module):
 )
 def deq_train(
     ctx: RunContext,
-    width: int = 32,
-    num_classes: int = 3,
-    num_train: int = 600,
-    num_test: int = 600,
-    noise: float = 0.04,
-    steps: int = 300,
-    learning_rate: float = 0.01,
-    contraction: float = 0.9,
-    tol: float = 1e-4,
-    max_forward_steps: int = 40,
-    history_size: int = 5,
-    seed: int = 0,
+    width: PositiveInt = 32,
+    num_classes: Annotated[int, Range(2)] = 3,
+    num_train: PositiveInt = 600,
+    num_test: PositiveInt = 600,
+    noise: NonNegativeFloat = 0.04,
+    steps: PositiveInt = 300,
+    learning_rate: PositiveFloat = 0.01,
+    contraction: OpenUnitInterval = 0.9,
+    tol: Tolerance = 1e-4,
+    max_forward_steps: PositiveInt = 40,
+    history_size: PositiveInt = 5,
+    seed: Seed = 0,
 ) -> ExperimentOutput:
     """Full-batch Adam on a DEQ classifier z* = tanh(W z* + U x + b), logits = V z* + c.
 

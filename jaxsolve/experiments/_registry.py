@@ -1,23 +1,21 @@
 """The experiment registry: named, parameterised runs that `jaxsolve run CONFIG` executes.
 
 An experiment is a Python function registered with `@register(name, description)`. Its keyword
-parameters (with defaults and type annotations) are the keys a config's `[params]` table may set;
-nothing in a config is executed as code. The function receives a `RunContext` and returns an
-`ExperimentOutput` (a table of rows, a summary dict, the plots it wrote).
+parameters (with defaults and annotated types, see `_schema`) are the keys a config's `[params]`
+table may set; nothing in a config is executed as code. The function receives a `RunContext` and
+returns an `ExperimentOutput` (a table of rows, a summary dict, the plots it wrote).
 """
 
 import dataclasses
 import inspect
+import re
 import sys
-import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-
-class ConfigError(Exception):
-    """A problem with a config or the command line: reported in one line, exit code 2."""
+from ._schema import ConfigError as ConfigError, check_value
 
 
 @dataclasses.dataclass
@@ -53,18 +51,33 @@ class ExperimentOutput:
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
+    """A registered experiment: its function and the checks on its parameters.
+
+    `requires` holds the conditions between parameters that one annotation cannot say, as
+    `(condition, predicate)` pairs: `("burn_in < horizon", lambda p: p["burn_in"] < p["horizon"])`.
+    """
+
     name: str
     description: str
     fn: Callable[..., ExperimentOutput]
+    requires: tuple[tuple[str, Callable[[dict[str, Any]], bool]], ...] = ()
 
     def parameters(self) -> dict[str, inspect.Parameter]:
         params = inspect.signature(self.fn).parameters
         return {k: v for k, v in params.items() if k != "ctx"}
 
     def resolve_params(self, given: dict[str, Any]) -> dict[str, Any]:
-        """Check `given` against the signature: unknown keys and wrong types are errors."""
+        """Check `given` against the signature and return every parameter's value.
+
+        **Arguments:**
+
+        - `given`: the config's `[params]` (with any `--set` overrides applied).
+
+        **Returns:** a dict of all parameters (defaults filled in). Raises `ConfigError` for an
+        unknown key, a wrong type, a value outside its range or a failed `requires` condition.
+        """
         params = self.parameters()
-        hints = typing.get_type_hints(self.fn)
+        hints = typing.get_type_hints(self.fn, include_extras=True)
         unknown = sorted(set(given) - set(params))
         if unknown:
             valid = ", ".join(sorted(params)) or "(none)"
@@ -76,50 +89,41 @@ class Experiment:
             value = given.get(key, param.default)
             if value is inspect.Parameter.empty:
                 raise ConfigError(f"experiment {self.name!r} needs parameter {key!r}")
-            if key in given:
-                value = _coerce(self.name, key, value, hints.get(key))
-            resolved[key] = value
+            # Defaults are checked too: the `requires` conditions below need every value, and a
+            # default outside its own range is a bug worth a loud error.
+            resolved[key] = check_value(self.name, key, value, hints.get(key))
+        for condition, predicate in self.requires:
+            if not predicate(resolved):
+                # Show the values of the parameters that the condition names.
+                named = [k for k in re.findall(r"[A-Za-z_]\w*", condition) if k in resolved]
+                got = ", ".join(f"{k}={resolved[k]!r}" for k in dict.fromkeys(named))
+                raise ConfigError(f"experiment {self.name!r} needs {condition}; got {got}")
         return resolved
-
-
-def _coerce(experiment: str, key: str, value: Any, hint: Any) -> Any:
-    if hint is None:
-        return value
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None or len(options) != 1:
-            return value
-        return _coerce(experiment, key, value, options[0])
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, float, str, bool):
-        if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
-            return value
-        raise ConfigError(
-            f"parameter {key!r} of experiment {experiment!r} must be {hint.__name__}, got {type(value).__name__} {value!r}"
-        )
-    if origin is list:
-        (item,) = typing.get_args(hint) or (Any,)
-        if not isinstance(value, list):
-            raise ConfigError(
-                f"parameter {key!r} of experiment {experiment!r} must be a list, got {type(value).__name__} {value!r}"
-            )
-        return [_coerce(experiment, key, v, item if item is not Any else None) for v in value]
-    return value
 
 
 _REGISTRY: dict[str, Experiment] = {}
 _QUICKSTART_SECTIONS: dict[str, tuple[int, Callable]] = {}
 
 
-def register(name: str, description: str):
-    """Register an experiment function under `name` (a decorator)."""
+def register(
+    name: str,
+    description: str,
+    requires: Sequence[tuple[str, Callable[[dict[str, Any]], bool]]] = (),
+):
+    """Register an experiment function under `name` (a decorator).
+
+    **Arguments:**
+
+    - `name`: what a config's `experiment = "..."` names.
+    - `description`: one line for `jaxsolve list`.
+    - `requires`: conditions between parameters, `(condition, predicate)` pairs, checked with
+      the parameters before the run (see `Experiment`).
+    """
 
     def wrap(fn):
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"experiment {name!r} registered twice")
-        _REGISTRY[name] = Experiment(name, description, fn)
+        _REGISTRY[name] = Experiment(name, description, fn, tuple(requires))
         return fn
 
     return wrap

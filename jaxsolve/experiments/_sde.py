@@ -2,6 +2,7 @@
 table of every SDE solver, and the `diffeq` quickstart section."""
 
 import time
+from typing import Annotated
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +12,15 @@ import jaxsolve as js
 
 from ._plot import line_plot
 from ._registry import ExperimentOutput, RunContext, check_row, quickstart_section, register
+from ._schema import (
+    MinLength,
+    NonNegativeFloat,
+    OpenUnitInterval,
+    PositiveFloat,
+    PositiveInt,
+    Seed,
+    Tolerance,
+)
 
 d = js.diffeq
 
@@ -34,21 +44,22 @@ def _slope(x, y) -> float:
     "sde_cir_adaptive",
     "High-volatility CIR: strong error vs work of SPaRK with constant steps vs a PID controller "
     "on the virtual Brownian tree (Jelinčič, Foster, Kidger et al., 2024).",
+    requires=[("tree_tol < t1", lambda p: p["tree_tol"] < p["t1"])],
 )
 def sde_cir_adaptive(
     ctx: RunContext,
-    kappa: float = 1.0,
-    theta: float = 1.0,
-    sigma: float = 1.5,
-    x0: float = 1.0,
-    t1: float = 1.0,
-    num_paths: int = 100,
-    tree_tol: float = 2.0**-12,
-    steps: list[int] = [8, 16, 32, 64, 128, 256],  # noqa: B006
-    tolerances: list[float] = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3],  # noqa: B006
-    pcoeff: float = 0.1,
-    icoeff: float = 0.3,
-    seed: int = 0,
+    kappa: PositiveFloat = 1.0,
+    theta: PositiveFloat = 1.0,
+    sigma: PositiveFloat = 1.5,
+    x0: NonNegativeFloat = 1.0,
+    t1: PositiveFloat = 1.0,
+    num_paths: PositiveInt = 100,
+    tree_tol: PositiveFloat = 2.0**-12,
+    steps: Annotated[list[PositiveInt], MinLength(2)] = [8, 16, 32, 64, 128, 256],  # noqa: B006
+    tolerances: Annotated[list[Tolerance], MinLength(2)] = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3],  # noqa: B006
+    pcoeff: NonNegativeFloat = 0.1,
+    icoeff: NonNegativeFloat = 0.3,
+    seed: Seed = 0,
 ) -> ExperimentOutput:
     """dX = κ(θ − X) dt + σ √X dW (Itô) with 2κθ < σ² (the Feller condition fails, so paths
     touch 0 where √X is not Lipschitz). Solved in Stratonovich form (drift − σ²/4) by SPaRK,
@@ -166,10 +177,10 @@ def _additive_term(bm, dtype):
 )
 def sde_order_table(
     ctx: RunContext,
-    num_paths: int = 64,
-    steps: list[int] = [4, 8, 16, 32],  # noqa: B006
-    tree_tol: float = 2.0**-9,
-    seed: int = 0,
+    num_paths: PositiveInt = 64,
+    steps: Annotated[list[PositiveInt], MinLength(2)] = [4, 8, 16, 32],  # noqa: B006
+    tree_tol: OpenUnitInterval = 2.0**-9,  # the paths run over [0, 1]
+    seed: Seed = 0,
 ) -> ExperimentOutput:
     """Strong (RMS) error at t = 1 for constant steps 1/n, on the virtual Brownian tree; the
     measured order is the fitted slope of log error against log step."""
