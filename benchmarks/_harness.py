@@ -53,6 +53,35 @@ def measure(
     return Timing(name, first, statistics.median(samples), note)
 
 
+def measure_interleaved(
+    entries: list[tuple[str, Callable, tuple]], repeats: int = 15, min_time: float = 0.1
+) -> list[Timing]:
+    """Time several `(name, fn, args)` side by side: first calls one after another, then
+    `repeats` rounds in which each entry takes one sample in turn. On a shared, noisy machine a
+    change of load then hits every entry alike, so their ratio is steadier than when each is
+    timed in its own block. Returns one `Timing` per entry (median of its samples)."""
+    firsts, inners = [], []
+    for _, fn, args in entries:
+        start = time.perf_counter()
+        _block(fn(*args))
+        firsts.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        _block(fn(*args))
+        inners.append(max(1, int(min_time / max(time.perf_counter() - start, 1e-7))))
+    samples: list[list[float]] = [[] for _ in entries]
+    for _ in range(repeats):
+        for k, (_, fn, args) in enumerate(entries):
+            start = time.perf_counter()
+            for _ in range(inners[k]):
+                out = fn(*args)
+            _block(out)
+            samples[k].append((time.perf_counter() - start) / inners[k])
+    return [
+        Timing(name, first, statistics.median(times))
+        for (name, _, _), first, times in zip(entries, firsts, samples, strict=True)
+    ]
+
+
 def machine() -> str:
     device = jax.devices()[0]
     return f"{platform.processor() or platform.machine()}, {jax.device_count()} x {device.device_kind}, jax {jax.__version__}, python {platform.python_version()}"

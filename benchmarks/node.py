@@ -16,7 +16,7 @@ import scipy.linalg
 
 import jaxsolve as js
 
-from ._harness import measure, print_table
+from ._harness import measure_interleaved, print_table
 
 warnings.filterwarnings("ignore")
 d = js.diffeq
@@ -87,7 +87,7 @@ def run_config(rtol, atol, t_end):
         problem = make_problem(BATCH if batched else 1, t_end)
         label = f"batch {BATCH}" if batched else "unbatched"
         for what in ("forward loss", "value_and_grad"):
-            timings, notes = [], {}
+            entries, notes = [], {}
             for lib, trajectory in (("jaxsolve", jaxsolve_trajectory),
                                     ("diffrax", diffrax_trajectory)):  # fmt: skip
                 loss = make_loss(trajectory, batched, rtol, atol)
@@ -95,13 +95,16 @@ def run_config(rtol, atol, t_end):
                     fn = eqx.filter_jit(loss)
                 else:
                     fn = eqx.filter_jit(eqx.filter_value_and_grad(loss, has_aux=True))
-                name = f"{lib} {what} ({label})"
-                timings.append(measure(name, fn, *problem, repeats=5))
+                entries.append((f"{lib} {what} ({label})", fn, problem))
+            # Timed in alternation, so that load changes on a shared machine hit both alike.
+            timings = measure_interleaved(entries)
+            for timing, (name, fn, _) in zip(timings, entries, strict=True):
+                lib = name.split()[0]
                 out = fn(*problem)
                 value, steps = out if what == "forward loss" else out[0]
                 notes[lib] = (float(value), np.asarray(steps))
                 steps = np.asarray(steps)
-                timings[-1].note = f"loss {float(value):.6e}, steps {int(steps.max())}" + (
+                timing.note = f"loss {float(value):.6e}, steps {int(steps.max())}" + (
                     f" (lanes {int(steps.min())}-{int(steps.max())})" if steps.ndim else ""
                 )
             a, b = notes["jaxsolve"][0], notes["diffrax"][0]
