@@ -24,6 +24,22 @@ class AbstractAdjoint(eqx.Module):
     - `apply(primal, optimality, y0, args, *, positive_definite=False, throw=True)`: run
       `primal(y0, args) -> (y, aux)` under this adjoint's derivative rule; `optimality(y, args)`
       is zero at a solution (used by implicit adjoints).
+
+    **Example** (any iterative routine can let its caller choose how it is differentiated:
+    here Heron's iteration for a square root, differentiated through its iterations or by the
+    implicit function theorem at `y² = a`):
+
+    ```python
+    def square_root(a, adjoint: js.diffeq.AbstractAdjoint):
+        def primal(y0, a):
+            return jax.lax.fori_loop(0, 30, lambda i, y: 0.5 * (y + a / y), y0), None
+
+        y, _ = adjoint.apply(primal, lambda y, a: y**2 - a, jnp.ones(()), a)
+        return y
+
+    for adjoint in (js.diffeq.RecursiveCheckpointAdjoint(), js.nonlinear.ImplicitAdjoint()):
+        assert jnp.allclose(jax.grad(square_root)(4.0, adjoint), 0.25)
+    ```
     """
 
     loop_kind: eqx.AbstractClassVar[str]
@@ -62,7 +78,19 @@ class RecursiveCheckpointAdjoint(AbstractUnrolledAdjoint):
     backward cost about twice the forward, whatever `max_steps` is. Fixed-length scans
     rematerialise each step. Forward mode (`jax.jvp`) needs `DirectAdjoint()` or `ForwardMode()`.
 
-    **Example:** `js.diffeq.solve(..., adjoint=js.diffeq.RecursiveCheckpointAdjoint())`
+    **Example** (the gradient of `y(1) = exp(-k)` through an adaptive solve):
+
+    ```python
+    term = js.diffeq.ODETerm(lambda t, y, k: -k * y)
+
+    def y1(k):
+        sol = js.diffeq.solve(term, js.diffeq.Tsit5(), 0.0, 1.0, jnp.ones(()), args=k,
+                              controller=js.diffeq.PIDController(rtol=1e-6, atol=1e-8),
+                              adjoint=js.diffeq.RecursiveCheckpointAdjoint())
+        return sol.ys[-1]
+
+    assert jnp.allclose(jax.grad(y1)(2.0), -jnp.exp(-2.0), rtol=1e-4)
+    ```
     """
 
     loop_kind = "recursive"
@@ -77,7 +105,19 @@ class DirectAdjoint(AbstractUnrolledAdjoint):
     all `max_steps` slots (skipping finished blocks with one `lax.cond` each), so it is slower
     than `RecursiveCheckpointAdjoint()` when `max_steps` is much larger than the steps taken.
 
-    **Example:** `jax.jacfwd(lambda k: js.diffeq.solve(..., args=k, adjoint=js.diffeq.DirectAdjoint()).ys)`
+    **Example** (the forward-mode derivative of `y(1) = exp(-k)`; `jax.jacrev` works too):
+
+    ```python
+    term = js.diffeq.ODETerm(lambda t, y, k: -k * y)
+
+    def y1(k):
+        sol = js.diffeq.solve(term, js.diffeq.Tsit5(), 0.0, 1.0, jnp.ones(()), args=k,
+                              controller=js.diffeq.PIDController(rtol=1e-6, atol=1e-8),
+                              adjoint=js.diffeq.DirectAdjoint(), max_steps=64)
+        return sol.ys[-1]
+
+    assert jnp.allclose(jax.jacfwd(y1)(2.0), -jnp.exp(-2.0), rtol=1e-4)
+    ```
     """
 
     loop_kind = "checkpointed"
@@ -91,7 +131,21 @@ class ForwardMode(AbstractUnrolledAdjoint):
     (each batch runs only as many steps as its slowest member). Reverse mode (`jax.grad`)
     through it raises JAX's error about while loops.
 
-    **Example:** `jax.jvp(lambda k: js.diffeq.solve(..., args=k, adjoint=js.diffeq.ForwardMode()).ys, ...)`
+    **Example** (a Jacobian-vector product through an adaptive solve):
+
+    ```python
+    term = js.diffeq.ODETerm(lambda t, y, k: -k * y)
+
+    def y1(k):
+        sol = js.diffeq.solve(term, js.diffeq.Tsit5(), 0.0, 1.0, jnp.ones(2), args=k,
+                              controller=js.diffeq.PIDController(rtol=1e-6, atol=1e-8),
+                              adjoint=js.diffeq.ForwardMode())
+        return sol.ys[-1]
+
+    k, dk = jnp.array([1.0, 2.0]), jnp.array([1.0, 0.0])
+    value, tangent = jax.jvp(y1, (k,), (dk,))
+    assert jnp.allclose(tangent, -jnp.exp(-k) * dk, rtol=1e-4, atol=1e-7)
+    ```
     """
 
     loop_kind = "lax"

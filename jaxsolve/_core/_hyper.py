@@ -32,11 +32,21 @@ def hyperparameter(default: Any = None, **kwargs: Any) -> Any:
 
     **Example:**
 
+    `Damped(0.5)` and `Damped(0.7)` passed to one jitted function share its compilation:
+
     ```python
+    from jaxsolve._core import hyperparameter
+
     class Damped(eqx.Module):
         beta: jax.Array = hyperparameter(0.9)
-    ```
 
-    `Damped(0.5)` and `Damped(0.7)` passed to one jitted function share its compilation.
+    @eqx.filter_jit
+    @eqx.debug.assert_max_traces(max_traces=1)
+    def damp(module, x):
+        return module.beta * x
+
+    assert damp(Damped(0.5), jnp.ones(())) == 0.5
+    assert jnp.allclose(damp(Damped(0.7), jnp.ones(())), 0.7)  # no new trace
+    ```
     """
     return eqx.field(default=default, converter=as_hyperparameter, **kwargs)

@@ -22,10 +22,14 @@ class AbstractSolution(eqx.Module):
     **Example:**
 
     ```python
+    from jaxsolve._core import AbstractSolution
+
     for sol in (js.linear.solve(jnp.eye(2), jnp.ones(2)),
                 js.diffeq.solve(js.diffeq.ODETerm(lambda t, y, a: -y), js.diffeq.Euler(),
                                 0.0, 1.0, jnp.ones(2), dt0=0.1)):
-        print(sol.value, sol.result == js.RESULTS.successful, sol.stats["num_steps"])
+        assert isinstance(sol, AbstractSolution)
+        assert sol.result == js.RESULTS.successful and sol.stats["num_steps"] >= 1
+        assert jax.tree.leaves(sol.value)[0].shape[-1] == 2
     ```
     """
 

@@ -43,6 +43,31 @@ class AbstractBrownianPath(eqx.Module):
     - `shape`: the shape of `W` (a tuple of ints, or a pytree of `jax.ShapeDtypeStruct`).
     - `levy_area`: `"none"`, `"space-time"` or `"space-time-time"`: which of `H`, `K` the
       increments carry.
+
+    **Example** (a path with no noise at all, which turns an SDE solver into its drift-only
+    ODE method: a quick check of a new SDE model):
+
+    ```python
+    class NoNoise(js.brownian.AbstractBrownianPath):
+        t0: float = 0.0
+        t1: float = 1.0
+        shape: tuple = eqx.field(static=True, default=(2,))
+        levy_area: str = eqx.field(static=True, default="none")
+
+        def increment(self, s, t):
+            return js.brownian.BrownianIncrement(dt=t - s, W=jnp.zeros(self.shape))
+
+        def increments(self, ts):
+            zeros = jnp.zeros((len(ts) - 1, *self.shape))
+            return js.brownian.BrownianIncrement(dt=jnp.diff(ts), W=zeros)
+
+        def evaluate(self, t):
+            return jnp.zeros(self.shape)
+
+    term = js.diffeq.SDETerm(lambda t, y, a: -y, lambda t, y, a: y, NoNoise())
+    sol = js.diffeq.solve(term, js.diffeq.EulerMaruyama(), 0.0, 1.0, jnp.ones(2), dt0=0.1)
+    assert jnp.allclose(sol.ys[-1], 0.9**10)  # Euler's method on dy/dt = -y
+    ```
     """
 
     t0: eqx.AbstractVar[Any]

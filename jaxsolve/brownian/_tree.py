@@ -57,12 +57,18 @@ class VirtualBrownianTree(AbstractBrownianPath):
     **Example:**
 
     ```python
+    import jax.numpy as jnp
     import jax.random as jr
     import jaxsolve as js
 
     bm = js.brownian.VirtualBrownianTree(0.0, 1.0, 1e-3, (2,), jr.key(0), levy_area="space-time")
-    inc = bm.increment(0.25, 0.5)          # inc.dt, inc.W, inc.H
-    grid = bm.increments(jnp.linspace(0.0, 1.0, 101))   # inc.W.shape == (100, 2)
+    inc = bm.increment(0.25, 0.5)  # inc.dt, inc.W, inc.H (inc.K is None)
+    assert inc.W.shape == inc.H.shape == (2,) and inc.K is None
+    # the same key gives the same path, whatever the order of the queries
+    assert jnp.allclose(inc.W, bm.evaluate(0.5) - bm.evaluate(0.25), atol=1e-6)
+    grid = bm.increments(jnp.linspace(0.0, 1.0, 11))  # ten increments at once
+    assert grid.W.shape == (10, 2)
+    assert jnp.allclose(grid.W.sum(axis=0), bm.evaluate(1.0), atol=1e-5)
     ```
 
     Querying times outside `[t0, t1]`, or a decreasing grid, raises (eagerly for concrete times,

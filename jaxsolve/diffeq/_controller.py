@@ -14,7 +14,29 @@ class AbstractStepSizeController(eqx.Module):
     """The base class of step-size controllers.
 
     `init(dtype) -> state`; `adapt(t0, t1, y0, y1, y_error, error_order, state)` returns
-    `(accept, dt_next, state, underflow)` after an attempted step from `t0` to `t1`.
+    `(accept, dt_next, state, underflow)` after an attempted step from `t0` to `t1`. A
+    controller other than `ConstantStep` runs in `solve`'s adaptive loop, which needs `dt0` (or
+    a controller with `rtol`/`atol`) and a solver with an error estimate.
+
+    **Example** (a graded mesh: accept every step, each `ratio` times the previous one):
+
+    ```python
+    class GeometricStep(js.diffeq.AbstractStepSizeController):
+        ratio: float = 1.5
+
+        def init(self, dtype):
+            return None
+
+        def adapt(self, t0, t1, y0, y1, y_error, error_order, state):
+            return jnp.array(True), self.ratio * (t1 - t0), state, jnp.array(False)
+
+    term = js.diffeq.ODETerm(lambda t, y, args: -y)
+    sol = js.diffeq.solve(term, js.diffeq.Tsit5(), 0.0, 1.0, jnp.ones(()), dt0=0.1,
+                          controller=GeometricStep(), saveat=js.diffeq.SaveAt(steps=True))
+    # steps 0.1, 0.15, 0.225, 0.3375 (rounded to a few bits), then the last one cut to end at t1
+    assert jnp.allclose(sol.ts[:5], jnp.array([0.1, 0.25, 0.475, 0.8125, 1.0]), atol=1e-3)
+    assert sol.stats["num_accepted_steps"] == 5
+    ```
     """
 
     @abc.abstractmethod
@@ -31,8 +53,16 @@ class ConstantStep(AbstractStepSizeController):
     exactly at `t1`). With a fixed grid `solve` pre-draws all Brownian increments at once and
     runs the steps in `lax.scan`: the fastest way to solve an SDE.
 
-    **Example:** `js.diffeq.solve(term, js.diffeq.Tsit5(), 0.0, 1.0, y0, dt0=0.01,
-    controller=js.diffeq.ConstantStep())`
+    **Example:**
+
+    ```python
+    term = js.diffeq.ODETerm(lambda t, y, args: jnp.cos(t))
+    sol = js.diffeq.solve(term, js.diffeq.RK4(), 0.0, 1.0, jnp.zeros(()), dt0=0.3,
+                          controller=js.diffeq.ConstantStep(),
+                          saveat=js.diffeq.SaveAt(steps=True))
+    assert jnp.allclose(sol.ts, jnp.array([0.3, 0.6, 0.9, 1.0]))  # the last step is cut short
+    assert jnp.allclose(sol.ys, jnp.sin(sol.ts), atol=1e-5)
+    ```
     """
 
     def init(self, dtype):
@@ -82,8 +112,16 @@ class PIDController(AbstractStepSizeController):
     **Example:**
 
     ```python
-    sol = js.diffeq.solve(term, js.diffeq.Tsit5(), 0.0, 10.0, y0,
-                          controller=js.diffeq.PIDController(rtol=1e-6, atol=1e-8))
+    term = js.diffeq.ODETerm(lambda t, y, args: -y)
+
+    def solve(rtol):
+        controller = js.diffeq.PIDController(rtol=rtol, atol=1e-2 * rtol)
+        return js.diffeq.solve(term, js.diffeq.Tsit5(), 0.0, 10.0, jnp.ones(()),
+                               controller=controller)
+
+    loose, tight = solve(1e-3), solve(1e-6)  # one compilation: tolerances are array fields
+    assert loose.stats["num_steps"] < tight.stats["num_steps"]
+    assert jnp.allclose(tight.ys[-1], jnp.exp(-10.0), rtol=1e-4)
     ```
 
     Reference: G. Söderlind, "Digital filters in adaptive time-stepping", ACM TOMS 2003;

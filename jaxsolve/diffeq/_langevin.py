@@ -95,10 +95,14 @@ class UnderdampedLangevinTerm(AbstractTerm):
     **Example:**
 
     ```python
-    bm = js.brownian.VirtualBrownianTree(0.0, 10.0, 1e-3, (2,), key, levy_area="space-time-time")
-    term = js.diffeq.UnderdampedLangevinTerm(1.0, 1.0, lambda x, args: x, bm)  # f = |x|²/2
-    sol = js.diffeq.solve(term, js.diffeq.QUICSORT(), 0.0, 10.0, (jnp.zeros(2), jnp.zeros(2)),
-                          dt0=0.1)
+    # 1000 independent particles in the potential f(x) = |x|²/2: x tends to N(0, 1)
+    bm = js.brownian.VirtualBrownianTree(0.0, 10.0, 0.05, (1000,), jax.random.key(0),
+                                         levy_area="space-time-time")
+    term = js.diffeq.UnderdampedLangevinTerm(1.0, 1.0, lambda x, args: x, bm)
+    sol = js.diffeq.solve(term, js.diffeq.QUICSORT(), 0.0, 10.0,
+                          (jnp.zeros(1000), jnp.zeros(1000)), dt0=0.1)
+    x, v = sol.ys  # each of shape (1, 1000): SaveAt(t1=True)
+    assert abs(jnp.var(x[-1]) - 1.0) < 0.2 and abs(jnp.var(v[-1]) - 1.0) < 0.2
     ```
     """
 
@@ -174,8 +178,16 @@ class ALIGN(_AbstractLangevin):
     **Example:**
 
     ```python
-    sol = js.diffeq.solve(term, js.diffeq.ALIGN(), 0.0, 10.0, (x0, v0), dt0=0.1,
-                          controller=js.diffeq.PIDController(rtol=1e-3, atol=1e-3))
+    # adaptive steps in the double-well potential f(x) = (x² - 1)²: 1000 particles started at
+    # x = 1 spread over both wells, symmetrically (the stationary law is even in x)
+    bm = js.brownian.VirtualBrownianTree(0.0, 20.0, 1e-2, (1000,), jax.random.key(0),
+                                         levy_area="space-time")
+    term = js.diffeq.UnderdampedLangevinTerm(1.0, 1.0, lambda x, args: 4 * x * (x**2 - 1), bm)
+    sol = js.diffeq.solve(term, js.diffeq.ALIGN(), 0.0, 20.0, (jnp.ones(1000), jnp.zeros(1000)),
+                          dt0=0.1, controller=js.diffeq.PIDController(rtol=1e-2, atol=1e-2))
+    x = sol.ys[0][-1]
+    assert sol.result == js.RESULTS.successful
+    assert abs(jnp.mean(x > 0) - 0.5) < 0.1
     ```
 
     Reference: the Strang splitting of Foster, Lyons & Oberhauser, "The shifted ODE method for
@@ -228,6 +240,18 @@ class ShOULD(_AbstractLangevin):
     Uses `W`, `H` and the space-time-time Lévy area `K`; two new gradients per step (FSAL:
     three evaluations, the last reused). Strong order 3. Error estimate: the difference
     between its Simpson-type force quadrature and the trapezoidal rule on the same gradients.
+
+    **Example** (the stationary law has `x ~ N(0, 1)` and `v ~ N(0, u)` whatever the friction):
+
+    ```python
+    bm = js.brownian.VirtualBrownianTree(0.0, 10.0, 0.05, (1000,), jax.random.key(1),
+                                         levy_area="space-time-time")
+    term = js.diffeq.UnderdampedLangevinTerm(2.0, 2.0, lambda x, args: x, bm)
+    sol = js.diffeq.solve(term, js.diffeq.ShOULD(), 0.0, 10.0,
+                          (jnp.zeros(1000), jnp.zeros(1000)), dt0=0.2)
+    x, v = sol.ys
+    assert abs(jnp.var(x[-1]) - 1.0) < 0.2 and abs(jnp.var(v[-1]) - 2.0) < 0.4
+    ```
 
     Reference: Foster, Lyons & Oberhauser, "The shifted ODE method for underdamped Langevin
     MCMC" (2021); Jelinčič, Foster, Kidger et al. (2024).
@@ -295,6 +319,19 @@ class QUICSORT(_AbstractLangevin):
     Uses `W`, `H`, `K`; two gradient evaluations per step (not FSAL). Strong order 3. Error
     estimate: the difference between its Gauss quadrature of the force and the same step with
     the two gradients averaged.
+
+    **Example** (large steps: 1000 particles in `f(x) = |x|²/2` reach the stationary law
+    `x ~ N(0, 1)`, `v ~ N(0, u)` in 20 steps of 0.5):
+
+    ```python
+    bm = js.brownian.VirtualBrownianTree(0.0, 10.0, 0.1, (1000,), jax.random.key(2),
+                                         levy_area="space-time-time")
+    term = js.diffeq.UnderdampedLangevinTerm(1.0, 0.5, lambda x, args: x, bm)
+    sol = js.diffeq.solve(term, js.diffeq.QUICSORT(), 0.0, 10.0,
+                          (jnp.zeros(1000), jnp.zeros(1000)), dt0=0.5)
+    x, v = sol.ys
+    assert abs(jnp.var(x[-1]) - 1.0) < 0.2 and abs(jnp.var(v[-1]) - 0.5) < 0.1
+    ```
 
     Reference: Jelinčič, Foster, Kidger et al., "Single-seed generation of Brownian paths and
     integrals for adaptive and high order SDE solvers" (2024).

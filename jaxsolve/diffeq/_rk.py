@@ -22,8 +22,29 @@ from ._term import ODETerm, SDETerm
 
 
 class ButcherTableau(NamedTuple):
-    """An explicit Runge–Kutta method: `c` (s,), `a` (rows 1..s-1, row j of length j), `b` (s,),
-    `b_error` (s,) = `b - b_hat` or `None`, `fsal` (the last stage is f(t1, y1))."""
+    """An explicit Runge–Kutta method as data.
+
+    **Fields:**
+
+    - `c`: the `s` stage times, as fractions of the step (`c[0] == 0`).
+    - `a`: the strictly lower-triangular coefficients, rows `1..s-1` (row `j` has `j` entries).
+    - `b`: the `s` weights of the solution.
+    - `b_error`: `b - b_hat`, the weights of the embedded error estimate, or `None` (then the
+      method takes only constant steps).
+    - `fsal`: whether the last stage is `f(t1, y1)` (first same as last: reused next step).
+
+    **Example** (Ralston's second-order method, with the embedded Euler error estimate):
+
+    ```python
+    ralston = js.diffeq.ButcherTableau(
+        c=(0.0, 2 / 3), a=((2 / 3,),), b=(1 / 4, 3 / 4), b_error=(-3 / 4, 3 / 4)
+    )
+    assert abs(sum(ralston.b) - 1.0) < 1e-12  # consistency: the weights sum to one
+    assert abs(sum(ralston.b_error)) < 1e-12  # b_hat = (1, 0) also sums to one
+    ```
+
+    `AbstractExplicitRK`'s example turns a tableau into a solver.
+    """
 
     c: tuple[float, ...]
     a: tuple[tuple[float, ...], ...]
@@ -72,7 +93,31 @@ def _weights(rows) -> np.ndarray:
 class AbstractExplicitRK(AbstractSolver):
     """An explicit Runge–Kutta method given by its class variable `tableau`.
 
-    Subclasses set `tableau`, `order`, and the class variables of `AbstractSolver`.
+    Subclasses set `tableau` (a `ButcherTableau`), `order`, `adaptive` and the other class
+    variables of `AbstractSolver` (`term_types`, and `strong_order`); the step, FSAL and the
+    cubic Hermite dense output come from this class.
+
+    **Example** (Ralston's method, written by a user, checked for second-order convergence):
+
+    ```python
+    class Ralston(js.diffeq.AbstractExplicitRK):
+        tableau = js.diffeq.ButcherTableau(
+            c=(0.0, 2 / 3), a=((2 / 3,),), b=(1 / 4, 3 / 4), b_error=(-3 / 4, 3 / 4)
+        )
+        term_types = (js.diffeq.ODETerm,)
+        order = 2
+        adaptive = True
+
+        def strong_order(self, terms):
+            return None
+
+    term = js.diffeq.ODETerm(lambda t, y, args: -y)
+    errors = [
+        abs(js.diffeq.solve(term, Ralston(), 0.0, 1.0, jnp.ones(()), dt0=dt).ys[-1] - jnp.exp(-1.0))
+        for dt in (0.1, 0.05)
+    ]
+    assert 3.5 < errors[0] / errors[1] < 4.5  # halving the step divides the error by 2**2
+    ```
     """
 
     tableau: ClassVar[ButcherTableau]
@@ -123,7 +168,13 @@ class _ODEOnly(AbstractExplicitRK):
 class Euler(_ODEOnly):
     """The explicit Euler method (order 1, no error estimate; for SDEs use `EulerMaruyama`).
 
-    **Example:** `js.diffeq.solve(js.diffeq.ODETerm(f), js.diffeq.Euler(), 0.0, 1.0, y0, dt0=0.01)`
+    **Example:**
+
+    ```python
+    term = js.diffeq.ODETerm(lambda t, y, args: -y)
+    sol = js.diffeq.solve(term, js.diffeq.Euler(), 0.0, 1.0, jnp.ones(()), dt0=0.1)
+    assert jnp.allclose(sol.ys[-1], 0.9**10)  # ten steps of y <- y - 0.1 y
+    ```
     """
 
     tableau = ButcherTableau(c=(0.0,), a=(), b=(1.0,), b_error=None)
@@ -132,7 +183,17 @@ class Euler(_ODEOnly):
 
 
 class Midpoint(_ODEOnly):
-    """The explicit midpoint method (order 2, embedded Euler error estimate)."""
+    """The explicit midpoint method (order 2, embedded Euler error estimate).
+
+    **Example:**
+
+    ```python
+    term = js.diffeq.ODETerm(lambda t, y, args: -y)
+    controller = js.diffeq.PIDController(rtol=1e-4, atol=1e-6)
+    sol = js.diffeq.solve(term, js.diffeq.Midpoint(), 0.0, 1.0, jnp.ones(()), controller=controller)
+    assert jnp.allclose(sol.ys[-1], jnp.exp(-1.0), rtol=1e-3)
+    ```
+    """
 
     tableau = ButcherTableau(c=(0.0, 0.5), a=((0.5,),), b=(0.0, 1.0), b_error=(-1.0, 1.0))
     order = 2
@@ -140,7 +201,20 @@ class Midpoint(_ODEOnly):
 
 
 class RK4(_ODEOnly):
-    """The classical fourth-order Runge–Kutta method (no error estimate)."""
+    """The classical fourth-order Runge–Kutta method (no error estimate).
+
+    **Example** (one period of the harmonic oscillator):
+
+    ```python
+    term = js.diffeq.ODETerm(lambda t, y, args: jnp.stack([y[1], -y[0]]))
+    y0 = jnp.array([1.0, 0.0])
+    sol = js.diffeq.solve(term, js.diffeq.RK4(), 0.0, 2 * np.pi, y0, dt0=0.1)
+    assert jnp.allclose(sol.ys[-1], y0, atol=1e-4)
+    ```
+
+    Reference: W. Kutta, "Beitrag zur näherungsweisen Integration totaler
+    Differentialgleichungen", 1901.
+    """
 
     tableau = ButcherTableau(
         c=(0.0, 0.5, 0.5, 1.0),
@@ -153,7 +227,23 @@ class RK4(_ODEOnly):
 
 
 class Bosh3(_ODEOnly):
-    """The Bogacki–Shampine 3(2) pair (FSAL; Bogacki & Shampine, 1989)."""
+    """The Bogacki–Shampine 3(2) pair (FSAL; Bogacki & Shampine, 1989): cheap at loose
+    tolerances.
+
+    **Example** (`y = exp(-t²)`, saved at five times by dense output):
+
+    ```python
+    term = js.diffeq.ODETerm(lambda t, y, args: -2 * t * y)
+    ts = jnp.linspace(0.0, 2.0, 5)
+    sol = js.diffeq.solve(term, js.diffeq.Bosh3(), 0.0, 2.0, jnp.ones(()),
+                          saveat=js.diffeq.SaveAt(ts=ts),
+                          controller=js.diffeq.PIDController(rtol=1e-5, atol=1e-7))
+    assert jnp.allclose(sol.ys, jnp.exp(-(ts**2)), atol=5e-4)  # cubic Hermite between steps
+    ```
+
+    Reference: P. Bogacki, L. F. Shampine, "A 3(2) pair of Runge–Kutta formulas", Appl. Math.
+    Lett. 2(4), 1989.
+    """
 
     tableau = ButcherTableau(
         c=(0.0, 0.5, 0.75, 1.0),
@@ -200,7 +290,21 @@ _DOPRI5_DENSE = _dopri5_dense()
 
 
 class Dopri5(_ODEOnly):
-    """The Dormand–Prince 5(4) pair (FSAL; Dormand & Prince, 1980)."""
+    """The Dormand–Prince 5(4) pair (FSAL; Dormand & Prince, 1980), with its fourth-order dense
+    output.
+
+    **Example** (the logistic equation, whose solution is `1 / (1 + 9 exp(-t))` from 0.1):
+
+    ```python
+    term = js.diffeq.ODETerm(lambda t, y, args: y * (1 - y))
+    sol = js.diffeq.solve(term, js.diffeq.Dopri5(), 0.0, 5.0, jnp.array(0.1),
+                          controller=js.diffeq.PIDController(rtol=1e-6, atol=1e-8))
+    assert jnp.allclose(sol.ys[-1], 1 / (1 + 9 * jnp.exp(-5.0)), rtol=1e-5)
+    ```
+
+    Reference: J. R. Dormand, P. J. Prince, "A family of embedded Runge–Kutta formulae",
+    J. Comput. Appl. Math. 6(1), 1980.
+    """
 
     tableau = ButcherTableau(
         c=(0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0),
@@ -267,7 +371,26 @@ def _tsit5_dense() -> np.ndarray:
 
 class Tsit5(_ODEOnly):
     """Tsitouras' 5(4) pair (FSAL; Tsitouras, 2011): usually the most efficient
-    non-stiff method at moderate tolerances."""
+    non-stiff method at moderate tolerances.
+
+    **Example** (a batch of decays `y' = -k y` with `k` in `args`, and its gradient in `k`):
+
+    ```python
+    term = js.diffeq.ODETerm(lambda t, y, k: -k * y)
+    controller = js.diffeq.PIDController(rtol=1e-6, atol=1e-8)
+
+    def y1(k):
+        return js.diffeq.solve(term, js.diffeq.Tsit5(), 0.0, 1.0, jnp.ones(3), args=k,
+                               controller=controller).ys[-1]
+
+    k = jnp.array([0.5, 1.0, 2.0])
+    assert jnp.allclose(y1(k), jnp.exp(-k), rtol=1e-5)
+    assert jnp.allclose(jax.jacrev(y1)(k), jnp.diag(-jnp.exp(-k)), rtol=1e-4, atol=1e-6)
+    ```
+
+    Reference: Ch. Tsitouras, "Runge–Kutta pairs of order 5(4) satisfying only the first
+    column simplifying assumption", Comput. Math. Appl. 62(2), 2011.
+    """
 
     tableau = ButcherTableau(
         c=(0.0, 0.161, 0.327, 0.9, 0.9800255409045097, 1.0, 1.0),
@@ -299,7 +422,15 @@ class Heun(AbstractExplicitRK):
     Stratonovich Heun method with strong order 1 for additive and diagonal (commutative) noise
     and 1/2 for general noise.
 
-    **Example:** `js.diffeq.solve(term, js.diffeq.Heun(), 0.0, 1.0, y0, dt0=0.01)`
+    **Example** (geometric Brownian motion in the Stratonovich sense, whose exact solution is
+    `exp(mu t + sigma W(t))`):
+
+    ```python
+    bm = js.brownian.VirtualBrownianTree(0.0, 1.0, 1e-2, (3,), jax.random.key(0))
+    term = js.diffeq.SDETerm(lambda t, y, a: 0.5 * y, lambda t, y, a: 0.2 * y, bm)
+    sol = js.diffeq.solve(term, js.diffeq.Heun(), 0.0, 1.0, jnp.ones(3), dt0=0.05)
+    assert jnp.allclose(sol.ys[-1], jnp.exp(0.5 + 0.2 * bm.evaluate(1.0)), rtol=1e-2)
+    ```
     """
 
     tableau = ButcherTableau(c=(0.0, 1.0), a=((1.0,),), b=(0.5, 0.5), b_error=(-0.5, 0.5))

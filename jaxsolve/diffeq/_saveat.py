@@ -25,7 +25,16 @@ class SaveAt(eqx.Module):
 
     The output `sol.ts`/`sol.ys` concatenates, in this order, `t0`, `ts`, `steps`, `t1`.
 
-    **Example:** `SaveAt(t0=True, ts=jnp.linspace(0, 1, 11))`
+    **Example:**
+
+    ```python
+    term = js.diffeq.ODETerm(lambda t, y, args: -y)
+    saveat = js.diffeq.SaveAt(t0=True, ts=jnp.array([0.25, 0.5, 0.75]), t1=True)
+    sol = js.diffeq.solve(term, js.diffeq.Tsit5(), 0.0, 1.0, jnp.ones(()), saveat=saveat,
+                          controller=js.diffeq.PIDController(rtol=1e-6, atol=1e-8))
+    assert jnp.allclose(sol.ts, jnp.array([0.0, 0.25, 0.5, 0.75, 1.0]))
+    assert jnp.allclose(sol.ys, jnp.exp(-sol.ts), rtol=1e-5)
+    ```
     """
 
     t0: bool = False

@@ -16,6 +16,20 @@ class Solution(AbstractSolution):
       `num_rejected_steps`.
     - `state`: the solver state after the last accepted step (e.g. the FSAL derivative), or
       `None`.
+
+    **Example:**
+
+    ```python
+    y0 = {"a": jnp.ones(2), "b": jnp.zeros(())}  # any pytree of arrays
+    sol = js.diffeq.solve(js.diffeq.ODETerm(lambda t, y, args: jax.tree.map(lambda x: -x, y)),
+                          js.diffeq.Heun(), 0.0, 1.0, y0,
+                          saveat=js.diffeq.SaveAt(t0=True, t1=True),
+                          controller=js.diffeq.PIDController(rtol=1e-4, atol=1e-6))
+    assert sol.ts.shape == (2,) and sol.ys["a"].shape == (2, 2) and sol.ys["b"].shape == (2,)
+    assert sol.result == js.RESULTS.successful and sol.value is sol.ys
+    stats = sol.stats
+    assert stats["num_steps"] == stats["num_accepted_steps"] + stats["num_rejected_steps"]
+    ```
     """
 
     ts: Any

@@ -222,12 +222,14 @@ def solve(
     **Example:**
 
     ```python
-    import jax, jax.numpy as jnp, jaxsolve as js
+    import jax.numpy as jnp
+    import jaxsolve as js
 
     term = js.diffeq.ODETerm(lambda t, y, args: -args * y)
     sol = js.diffeq.solve(term, js.diffeq.Tsit5(), 0.0, 1.0, jnp.array([1.0]), args=2.0,
-                          controller=js.diffeq.PIDController(rtol=1e-8, atol=1e-8))
-    # sol.ys[-1] ≈ exp(-2)
+                          controller=js.diffeq.PIDController(rtol=1e-6, atol=1e-8))
+    assert sol.result == js.RESULTS.successful
+    assert jnp.allclose(sol.ys[-1], jnp.exp(-2.0), rtol=1e-5)
     ```
     """
     check_compatible(solver, terms)

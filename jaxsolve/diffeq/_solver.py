@@ -131,6 +131,10 @@ class AbstractSolver(_core.AbstractSolver):
             f0 = terms.vector_field(t0, y0, args)
             y1 = jax.tree.map(lambda y, f: y + (t1 - t0) * f, y0, f0)
             return js.diffeq.StepOutput(y1, None, js.diffeq.DenseInfo(y0, y1), None)
+
+    term = js.diffeq.ODETerm(lambda t, y, args: -y)
+    sol = js.diffeq.solve(term, MyEuler(), 0.0, 1.0, jnp.ones(()), dt0=0.1)
+    assert jnp.allclose(sol.ys[-1], 0.9**10)
     ```
     """
 

@@ -26,6 +26,39 @@ from ._term import SDETerm
 
 
 class AdditiveSRKTableau(NamedTuple):
+    """A stochastic Runge–Kutta method for additive noise, as data (see the module docstring).
+
+    Stages `z_j = y0 + h Σ_l a_jl f_l + g (aw_j W + ah_j H)` with `f_l` the drift at stage `l`
+    and `g` the diffusion (evaluated once); `y1 = y0 + h Σ_j b_j f_j + g (bw W + bh H)`;
+    `b_error` gives the embedded error estimate `h Σ_j b_error_j f_j`, or is `None`.
+
+    **Example** (the stochastic midpoint method, which evaluates the drift at the mean of the
+    path over the step, `y0 + g (W/2 + H)`; a user solver built from it):
+
+    ```python
+    midpoint = js.diffeq.AdditiveSRKTableau(
+        c=(0.5,), a=(), b=(1.0,), b_error=None, aw=(0.5,), ah=(1.0,)
+    )
+
+    class StochasticMidpoint(js.diffeq.AbstractSRK):
+        tableau = midpoint
+        noise_types = ("additive",)
+        order = 1
+        adaptive = False
+
+        def strong_order(self, terms):
+            return 1.0
+
+    bm = js.brownian.VirtualBrownianTree(0.0, 1.0, 1e-2, (2,), jax.random.key(0),
+                                         levy_area="space-time")
+    term = js.diffeq.SDETerm(lambda t, y, a: -y, lambda t, y, a: jnp.full(2, 0.3), bm,
+                             noise="additive")
+    mine = js.diffeq.solve(term, StochasticMidpoint(), 0.0, 1.0, jnp.ones(2), dt0=0.1)
+    sea = js.diffeq.solve(term, js.diffeq.SEA(), 0.0, 1.0, jnp.ones(2), dt0=0.1)
+    assert jnp.allclose(mine.ys, sea.ys, rtol=1e-5)  # the same method as SEA
+    ```
+    """
+
     c: tuple[float, ...]
     a: tuple[tuple[float, ...], ...]
     b: tuple[float, ...]
@@ -37,6 +70,38 @@ class AdditiveSRKTableau(NamedTuple):
 
 
 class GeneralSRKTableau(NamedTuple):
+    """A stochastic Runge–Kutta method for any noise, as data (see the module docstring).
+
+    Drift `f_l` and diffusion `g_l` at every stage:
+    `z_j = y0 + Σ_{l<j} (a_jl h f_l + aw_jl g_l W + ah_jl g_l H)` and
+    `y1 = y0 + Σ_j (b_j h f_j + bw_j g_j W + bh_j g_j H)`; the `*_error` weights give the
+    embedded error estimate, or are all `None`.
+
+    **Example** (the Stratonovich Heun method written as a tableau, checked against `Heun`):
+
+    ```python
+    heun = js.diffeq.GeneralSRKTableau(
+        c=(0.0, 1.0), a=((1.0,),), b=(0.5, 0.5), b_error=None,
+        aw=((1.0,),), bw=(0.5, 0.5), bw_error=None, ah=((0.0,),), bh=(0.0, 0.0), bh_error=None,
+    )
+
+    class MyHeun(js.diffeq.AbstractSRK):
+        tableau = heun
+        order = 2
+        adaptive = False
+
+        def strong_order(self, terms):
+            return 1.0
+
+    bm = js.brownian.VirtualBrownianTree(0.0, 1.0, 1e-2, (2,), jax.random.key(0),
+                                         levy_area="space-time")
+    term = js.diffeq.SDETerm(lambda t, y, a: -y, lambda t, y, a: 0.3 * jnp.sin(y), bm)
+    mine = js.diffeq.solve(term, MyHeun(), 0.0, 1.0, jnp.ones(2), dt0=0.1)
+    ref = js.diffeq.solve(term, js.diffeq.Heun(), 0.0, 1.0, jnp.ones(2), dt0=0.1)
+    assert jnp.allclose(mine.ys, ref.ys, rtol=1e-5)
+    ```
+    """
+
     c: tuple[float, ...]
     a: tuple[tuple[float, ...], ...]
     b: tuple[float, ...]
@@ -71,7 +136,21 @@ def _lincomb(base, pairs):
 
 
 class AbstractSRK(AbstractSolver):
-    """A stochastic Runge–Kutta method given by its class variable `tableau` (Stratonovich)."""
+    """A stochastic Runge–Kutta method given by its class variable `tableau` (Stratonovich).
+
+    Subclasses set `tableau` (an `AdditiveSRKTableau` or a `GeneralSRKTableau`), `order`,
+    `adaptive` (whether the tableau has error weights), optionally `noise_types`, and implement
+    `strong_order`. Reads `W` and the space-time Lévy area `H`.
+
+    **Example:** the examples of `AdditiveSRKTableau` and `GeneralSRKTableau` each define a
+    solver; every built-in stochastic Runge–Kutta method is one:
+
+    ```python
+    for solver in (js.diffeq.ShARK(), js.diffeq.SRA1(), js.diffeq.SEA(), js.diffeq.SPaRK()):
+        assert isinstance(solver, js.diffeq.AbstractSRK)
+        assert solver.levy_area == "space-time"
+    ```
+    """
 
     tableau: ClassVar[Any]
     term_types: ClassVar[tuple[type, ...]] = (SDETerm,)
@@ -153,10 +232,15 @@ class ShARK(_AdditiveOnly):
     **Example:**
 
     ```python
-    bm = js.brownian.VirtualBrownianTree(0.0, 1.0, 1e-3, (2,), key, levy_area="space-time")
-    term = js.diffeq.SDETerm(lambda t, y, a: -jnp.sin(y), lambda t, y, a: 0.5 * jnp.ones(2),
+    bm = js.brownian.VirtualBrownianTree(0.0, 1.0, 5e-3, (2,), jax.random.key(0),
+                                         levy_area="space-time")
+    term = js.diffeq.SDETerm(lambda t, y, a: -jnp.sin(y), lambda t, y, a: jnp.full(2, 0.5),
                              bm, noise="additive")
-    sol = js.diffeq.solve(term, js.diffeq.ShARK(), 0.0, 1.0, jnp.zeros(2), dt0=0.05)
+    # adaptive steps on the same Brownian path as a fine constant-step reference
+    sol = js.diffeq.solve(term, js.diffeq.ShARK(), 0.0, 1.0, jnp.zeros(2), dt0=0.05,
+                          controller=js.diffeq.PIDController(rtol=1e-4, atol=1e-4))
+    ref = js.diffeq.solve(term, js.diffeq.ShARK(), 0.0, 1.0, jnp.zeros(2), dt0=0.01)
+    assert jnp.allclose(sol.ys[-1], ref.ys[-1], atol=1e-3)
     ```
 
     Reference: J. Foster, G. dos Reis, C. Strange, "High order splitting methods for SDEs
@@ -183,6 +267,18 @@ class SRA1(_AdditiveOnly):
     `z2 = y0 + (3/4) h f(y0) + (3/2) g I/h` with `I/h = W/2 + H`;
     `y1 = y0 + h (1/3 f(y0) + 2/3 f(z2)) + g W`.
 
+    **Example** (an Ornstein–Uhlenbeck process: its mean decays like `exp(-t)`):
+
+    ```python
+    bm = js.brownian.VirtualBrownianTree(0.0, 1.0, 1e-2, (1000,), jax.random.key(0),
+                                         levy_area="space-time")
+    term = js.diffeq.SDETerm(lambda t, y, a: -y, lambda t, y, a: jnp.full(1000, 0.5), bm,
+                             noise="additive")
+    sol = js.diffeq.solve(term, js.diffeq.SRA1(), 0.0, 1.0, jnp.ones(1000), dt0=0.1)
+    # 1000 independent paths: mean exp(-1), standard deviation 0.5 sqrt((1 - exp(-2))/2)
+    assert abs(jnp.mean(sol.ys[-1]) - jnp.exp(-1.0)) < 4 * 0.33 / jnp.sqrt(1000)
+    ```
+
     Reference: A. Rößler, "Runge–Kutta methods for the strong approximation of solutions of
     stochastic differential equations", SIAM J. Numer. Anal., 2010.
     """
@@ -206,6 +302,18 @@ class SEA(AbstractSRK):
 
     Strong order 1 for additive noise, with a smaller error constant than Euler–Maruyama; no
     error estimate.
+
+    **Example** (a time-dependent drift, which SEA evaluates in the middle of each step):
+
+    ```python
+    bm = js.brownian.VirtualBrownianTree(0.0, 2.0, 1e-2, (2,), jax.random.key(1),
+                                         levy_area="space-time")
+    term = js.diffeq.SDETerm(lambda t, y, a: jnp.cos(t) * jnp.ones_like(y),
+                             lambda t, y, a: jnp.full(2, 0.1), bm, noise="additive")
+    sol = js.diffeq.solve(term, js.diffeq.SEA(), 0.0, 2.0, jnp.zeros(2), dt0=0.1)
+    # y(t) = sin(t) + 0.1 W(t); the midpoint rule integrates cos to O(h²)
+    assert jnp.allclose(sol.ys[-1], jnp.sin(2.0) + 0.1 * bm.evaluate(2.0), atol=2e-3)
+    ```
 
     Reference: J. Foster, "Numerical approximations for stochastic differential equations",
     PhD thesis, Oxford, 2020.
@@ -231,6 +339,18 @@ class SPaRK(AbstractSRK):
 
     Strong order 1.5 for additive noise, 1 for commutative (e.g. diagonal) noise and 1/2 for
     general noise. Needs `levy_area="space-time"`.
+
+    **Example** (adaptive steps on geometric Brownian motion, Stratonovich sense, whose exact
+    solution is `exp(mu t + sigma W(t))`):
+
+    ```python
+    bm = js.brownian.VirtualBrownianTree(0.0, 1.0, 1e-3, (2,), jax.random.key(0),
+                                         levy_area="space-time")
+    term = js.diffeq.SDETerm(lambda t, y, a: 0.5 * y, lambda t, y, a: 0.3 * y, bm)
+    sol = js.diffeq.solve(term, js.diffeq.SPaRK(), 0.0, 1.0, jnp.ones(2), dt0=0.05,
+                          controller=js.diffeq.PIDController(rtol=1e-3, atol=1e-3))
+    assert jnp.allclose(sol.ys[-1], jnp.exp(0.5 + 0.3 * bm.evaluate(1.0)), rtol=1e-2)
+    ```
 
     Reference: J. Foster, "On the convergence of adaptive approximations for stochastic
     differential equations", 2023 (Definition 1.6); Jelinčič, Foster, Kidger et al., 2024.

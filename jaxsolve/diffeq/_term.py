@@ -27,6 +27,39 @@ class AbstractTerm(eqx.Module):
     holding a `jaxsolve.brownian` object) and implements `validate`, which checks eagerly, in
     Python, that `y0` fits the term (use `eqx.filter_eval_shape`, which accepts any `args`:
     models, functions, static data; never run the vector field).
+
+    **Example** (a linear term and a user solver that steps it exactly):
+
+    ```python
+    class LinearTerm(js.diffeq.AbstractTerm):  # dy/dt = A y with a constant matrix A
+        A: jax.Array
+        brownian: None = None
+
+        def validate(self, t0, y0, args):
+            if jnp.shape(y0) != self.A.shape[:1]:
+                raise ValueError(f"`y0` must have shape {self.A.shape[:1]}, got {jnp.shape(y0)}")
+
+    class MatrixExponential(js.diffeq.AbstractSolver):
+        term_types = (LinearTerm,)
+        levy_area = "none"
+        order = None
+        adaptive = False
+
+        def strong_order(self, terms):
+            return None
+
+        def init(self, terms, t0, t1, y0, args):
+            return None
+
+        def step(self, terms, t0, t1, y0, args, increment, state):
+            y1 = jax.scipy.linalg.expm((t1 - t0) * terms.A) @ y0
+            return js.diffeq.StepOutput(y1, None, js.diffeq.DenseInfo(y0, y1), None)
+
+    rotation = LinearTerm(jnp.array([[0.0, 1.0], [-1.0, 0.0]]))
+    sol = js.diffeq.solve(rotation, MatrixExponential(), 0.0, np.pi, jnp.array([1.0, 0.0]),
+                          dt0=0.5)
+    assert jnp.allclose(sol.ys[-1], jnp.array([-1.0, 0.0]), atol=1e-5)
+    ```
     """
 
     brownian: eqx.AbstractVar[Any]
@@ -47,6 +80,8 @@ class ODETerm(AbstractTerm):
 
     ```python
     term = js.diffeq.ODETerm(lambda t, y, args: -args * y)
+    sol = js.diffeq.solve(term, js.diffeq.Tsit5(), 0.0, 1.0, jnp.ones(2), args=0.5, dt0=0.1)
+    assert jnp.allclose(sol.ys[-1], jnp.exp(-0.5), rtol=1e-5)
     ```
     """
 
@@ -86,8 +121,18 @@ class SDETerm(AbstractTerm):
     **Example:**
 
     ```python
-    bm = js.brownian.VirtualBrownianTree(0.0, 1.0, 1e-3, (2,), key)
-    term = js.diffeq.SDETerm(lambda t, y, a: -y, lambda t, y, a: 0.5 * y, bm)
+    key1, key2 = jax.random.split(jax.random.key(0))
+    # diagonal noise: a 2-vector y driven by a 2-dimensional Brownian motion, elementwise
+    bm = js.brownian.VirtualBrownianTree(0.0, 1.0, 1e-2, (2,), key1)
+    diagonal = js.diffeq.SDETerm(lambda t, y, a: -y, lambda t, y, a: 0.5 * y, bm)
+    # general noise: g(t, y) is a (2, 3) matrix contracted with a 3-dimensional dW
+    bm3 = js.brownian.VirtualBrownianTree(0.0, 1.0, 1e-2, (3,), key2)
+    general = js.diffeq.SDETerm(lambda t, y, a: jnp.zeros_like(y),
+                                lambda t, y, a: jnp.array([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]]),
+                                bm3, noise="general")
+    sol = js.diffeq.solve(general, js.diffeq.EulerMaruyama(), 0.0, 1.0, jnp.zeros(2), dt0=0.1)
+    w = bm3.evaluate(1.0)
+    assert jnp.allclose(sol.ys[-1], jnp.array([w[0], w.sum()]), atol=1e-5)
     ```
     """
 

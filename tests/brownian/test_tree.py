@@ -43,6 +43,7 @@ def _standardised(inc, name):
     return getattr(inc, name) / (STD[name] * np.sqrt(inc.dt[0]))
 
 
+@pytest.mark.float32
 @pytest.mark.parametrize("name", ["W", "H", "K"])
 def test_marginals(name):
     for inc in _samples():
@@ -58,6 +59,7 @@ def _corr_bound():
     return 5 / np.sqrt(NUM)
 
 
+@pytest.mark.float32
 def test_cross_correlations_zero():
     # W, H, K of one interval, and different coordinates, are independent.
     for inc in _samples():
@@ -151,6 +153,7 @@ def test_increments_equal_increment():
             )
 
 
+@pytest.mark.float32
 def test_levy_none_has_no_areas():
     bm = _tree(jr.key(3), levy="none")
     inc = bm.increment(0.2, 0.9)
@@ -183,6 +186,7 @@ def test_vmap_over_times_matches_loop():
         np.testing.assert_allclose(out.K[i], one.K, atol=1e-13)
 
 
+@pytest.mark.float32
 def test_no_retrace_for_new_key_or_times():
     @jax.jit
     @eqx.debug.assert_max_traces(max_traces=1)
@@ -224,6 +228,7 @@ def test_pytree_shape_and_dtypes():
     assert not np.allclose(np.asarray(incs.W["a"][0, :2], np.float64), incs.W["b"][0, 0])
 
 
+@pytest.mark.float32
 def test_float32():
     def one(key):
         bm = js.brownian.VirtualBrownianTree(
@@ -250,6 +255,7 @@ def test_gradients_flow_through_dt_not_times():
     np.testing.assert_allclose(g, 1 + bm.increment(0.1, 0.7).W, rtol=1e-12)
 
 
+@pytest.mark.float32
 def test_errors():
     key = jr.key(0)
     with pytest.raises(ValueError, match="levy_area"):

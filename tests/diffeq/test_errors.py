@@ -17,6 +17,7 @@ def _path(levy_area="space-time", shape=(2,), dtype=jnp.float64):
     return GridBrownianPath(0.0, 1.0, 64, shape, jax.random.key(0), levy_area, dtype)
 
 
+@pytest.mark.float32
 def test_eager_input_errors():
     with pytest.raises(ValueError, match="`dt0` must have the sign of t1 - t0"):
         d.solve(DECAY, d.Euler(), 1.0, 0.0, Y0, dt0=0.1)
@@ -86,6 +87,7 @@ def test_sde_input_errors():
         )  # fmt: skip
 
 
+@pytest.mark.float32
 def test_runtime_failures_as_result_codes():
     pid = d.PIDController(rtol=1e-10, atol=1e-10)
     sol = d.solve(DECAY, d.Tsit5(), 0.0, 10.0, Y0, controller=pid, max_steps=8, throw=False)

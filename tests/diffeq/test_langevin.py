@@ -112,6 +112,7 @@ def test_gaussian_target_mean_and_variance():
     assert np.all(np.abs(v.var(0) / u - 1) < 5 * np.sqrt(2 / num))
 
 
+@pytest.mark.float32
 def test_errors():
     bm = _bm(jr.key(0), levy="space-time")
     term = js.diffeq.UnderdampedLangevinTerm(1.0, 1.0, _grad_f, bm)
