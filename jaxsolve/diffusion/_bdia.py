@@ -9,7 +9,7 @@ from .._core import hyperparameter
 from ._sampler import AbstractSampler
 
 
-class _BDIAState(eqx.Module):
+class BDIAState(eqx.Module):
     x_prev: Array  # the sample at ts[i-1] (equal to x at the first step)
     x: Array  # the sample at ts[i]
 
@@ -64,28 +64,30 @@ class BDIA(AbstractSampler):
         if not isinstance(self.gamma, jax.core.Tracer) and not 0 <= float(self.gamma) <= 1:
             raise ValueError(f"`gamma` must be in [0, 1], got {float(self.gamma)}")
 
-    def num_evaluations(self, num_steps: int) -> int:
-        return num_steps
-
-    def is_stochastic(self) -> bool:
-        return False
+    draws_noise = False
+    evaluations_per_step = 1
 
     def init(self, model, x_T: ArrayLike, ts: Array, key: PRNGKeyArray | None = None):
         x_T = jnp.asarray(x_T)
-        return _BDIAState(x_T, x_T)
+        return BDIAState(x_T, x_T)
 
-    def step(self, model, state: _BDIAState, i, ts: Array) -> _BDIAState:
+    def step(self, model, ts: Array, i, state: BDIAState) -> BDIAState:
         # At the first step ts[i - 1] would wrap around; its value is masked out below.
         back, forward = ddim_transfer(model, state.x, ts[i], [ts[jnp.maximum(i - 1, 0)], ts[i + 1]])
         gamma = self.gamma.astype(state.x.dtype)
         x_next = jnp.where(i == 0, forward, gamma * (state.x_prev - back) + forward)
-        return _BDIAState(state.x, x_next)
+        return BDIAState(state.x, x_next)
 
-    def output(self, state: _BDIAState) -> Array:
+    def output(self, state: BDIAState) -> Array:
         return state.x
 
-    def unstep(self, model, x: Array, x_next: Array, i, ts: Array) -> Array:
-        """Undo step `i` (for `i >= 1`): from `x` at `ts[i]` and `x_next` at `ts[i+1]`, return the
-        sample at `ts[i-1]`, exactly up to round-off."""
+    def unstep(self, model, ts: Array, i, state: BDIAState) -> BDIAState:
+        """Undo step `i` (for `i >= 1`) exactly up to round-off:
+        `unstep(model, ts, i, step(model, ts, i, state)) == state`.
+
+        From the samples at `ts[i]` (`state.x_prev`) and `ts[i + 1]` (`state.x`), it recovers
+        the one at `ts[i - 1]`.
+        """
+        x, x_next = state.x_prev, state.x
         back, forward = ddim_transfer(model, x, ts[i], [ts[i - 1], ts[i + 1]])
-        return (x_next - forward) / self.gamma.astype(x.dtype) + back
+        return BDIAState((x_next - forward) / self.gamma.astype(x.dtype) + back, x)

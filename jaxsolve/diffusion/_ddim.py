@@ -36,6 +36,9 @@ class DDIM(AbstractSampler):
 
     eta: Array = hyperparameter(0.0)
 
+    draws_noise = "eta"
+    evaluations_per_step = 1
+
     def __check_init__(self):
         if jnp.shape(self.eta) != ():
             raise ValueError(f"`eta` must be a scalar in [0, 1], got shape {jnp.shape(self.eta)}")
@@ -44,13 +47,6 @@ class DDIM(AbstractSampler):
 
     def _eta_is_traced(self) -> bool:
         return isinstance(self.eta, jax.core.Tracer)
-
-    def is_stochastic(self) -> bool:
-        # A traced eta counts as stochastic only with a key (see `init`).
-        return not self._eta_is_traced() and float(self.eta) > 0.0
-
-    def num_evaluations(self, num_steps: int) -> int:
-        return num_steps
 
     def init(self, model, x_T, ts, key):
         if self._eta_is_traced():
@@ -63,7 +59,7 @@ class DDIM(AbstractSampler):
             return DDIMState(x_T, key)
         return DDIMState(x_T, key if self.is_stochastic() else None)
 
-    def step(self, model, state, i, ts):
+    def step(self, model, ts, i, state):
         x = state.x
         geom = step_geometry(model.schedule, ts[i], ts[i + 1])
         x0, eps = model.x0_and_eps(x, geom.s)

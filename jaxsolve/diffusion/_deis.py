@@ -5,9 +5,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
-from ._dpm_solver_pp import MultistepState
-from ._history import init_history, push, select_order
-from ._sampler import AbstractSampler, finish_step, lower_order, step_geometry
+from ._multistep import AbstractMultistep
 
 # Gauss-Legendre nodes and weights on [0, 1]: exact for polynomials of degree <= 5.
 _NODES, _WEIGHTS = np.polynomial.legendre.leggauss(3)
@@ -31,7 +29,7 @@ def _lagrange_integrals(rho_s, rho_t, rhos):
     return out
 
 
-class DEIS(AbstractSampler):
+class DEIS(AbstractMultistep):
     """DEIS, rho-AB variant: Adams-Bashforth in the exponential-integrator coordinates.
 
     With y = x / alpha and rho = sigma / alpha the probability-flow ODE is dy/drho = eps(x, t).
@@ -56,25 +54,13 @@ class DEIS(AbstractSampler):
         if self.order not in (1, 2, 3, 4):
             raise ValueError(f"`order` must be 1, 2, 3 or 4, got {self.order!r}")
 
-    def is_stochastic(self) -> bool:
-        return False
-
-    def num_evaluations(self, num_steps: int) -> int:
-        return num_steps
-
-    def init(self, model, x_T, ts, key):
-        # History holds log(rho) = -lambda of past points (stored as lambda).
-        history, lams = init_history(x_T, model.schedule.logsnr(ts[0]), self.order - 1)
-        return MultistepState(x_T, history, lams)
-
-    def step(self, model, state, i, ts):
+    def candidates(self, model, g, state):
         x = state.x
-        num_steps = ts.shape[0] - 1
-        g = step_geometry(model.schedule, ts[i], ts[i + 1])
         eps0 = model.eps(x, g.s)
         x0 = (x - g.sigma_s * eps0) / g.alpha_s
         rho_s, rho_t = jnp.exp(-g.lam_s), jnp.exp(-g.lam_t)
         y = x / g.alpha_s
+        # The history holds the past noise predictions, and their log(rho) = -lambda.
         past_eps = [eps0] + [state.history[j] for j in range(self.order - 1)]
         past_rho = [rho_s] + [jnp.exp(-state.lams[j]) for j in range(self.order - 1)]
         candidates = []
@@ -82,10 +68,4 @@ class DEIS(AbstractSampler):
             coeffs = _lagrange_integrals(rho_s, rho_t, past_rho[:k])
             incr = sum(c * e for c, e in zip(coeffs, past_eps[:k]))
             candidates.append(g.alpha_t * (y + incr))
-        k = lower_order(self.order, i, num_steps, self.lower_order_final)
-        x_next = finish_step(g, select_order(k, candidates), x0)
-        history, lams = push(state.history, state.lams, eps0, g.lam_s)
-        return MultistepState(x_next, history, lams)
-
-    def output(self, state):
-        return state.x
+        return candidates, eps0, x0

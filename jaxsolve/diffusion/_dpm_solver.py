@@ -29,20 +29,17 @@ class DPMSolver(AbstractSampler):
 
     order: int = eqx.field(static=True, default=3)
 
+    draws_noise = False
+    evaluations_per_step = ("order", {1: 1, 2: 2, 3: 3})
+
     def __check_init__(self):
         if self.order not in (1, 2, 3):
             raise ValueError(f"`order` must be 1, 2 or 3, got {self.order!r}")
 
-    def is_stochastic(self) -> bool:
-        return False
-
-    def num_evaluations(self, num_steps: int) -> int:
-        return self.order * num_steps
-
     def init(self, model, x_T, ts, key):
         return DPMSolverState(x_T)
 
-    def step(self, model, state, i, ts):
+    def step(self, model, ts, i, state):
         x = state.x
         sched = model.schedule
         g = step_geometry(sched, ts[i], ts[i + 1])

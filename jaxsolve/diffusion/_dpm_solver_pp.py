@@ -3,22 +3,11 @@ Diffusion Probabilistic Models", 2022)."""
 
 import equinox as eqx
 import jax.numpy as jnp
-from jaxtyping import Array
 
-from ._history import init_history, push, select_order
-from ._sampler import AbstractSampler, finish_step, lower_order, step_geometry
+from ._multistep import AbstractMultistep
 
 
-class MultistepState(eqx.Module):
-    """The state of a one-evaluation-per-step multistep sampler: the sample and the model
-    outputs (and log-SNRs) at the previous grid points, newest first."""
-
-    x: Array
-    history: Array
-    lams: Array
-
-
-class DPMSolverPP(AbstractSampler):
+class DPMSolverPP(AbstractMultistep):
     """DPM-Solver++(kM): the multistep exponential integrator in data prediction.
 
     With lambda = log(alpha/sigma), h = lambda_t - lambda_s and D the denoiser, the exact
@@ -51,20 +40,8 @@ class DPMSolverPP(AbstractSampler):
         if self.order not in (1, 2, 3):
             raise ValueError(f"`order` must be 1, 2 or 3, got {self.order!r}")
 
-    def is_stochastic(self) -> bool:
-        return False
-
-    def num_evaluations(self, num_steps: int) -> int:
-        return num_steps
-
-    def init(self, model, x_T, ts, key):
-        history, lams = init_history(x_T, model.schedule.logsnr(ts[0]), self.order - 1)
-        return MultistepState(x_T, history, lams)
-
-    def step(self, model, state, i, ts):
+    def candidates(self, model, g, state):
         x = state.x
-        num_steps = ts.shape[0] - 1
-        g = step_geometry(model.schedule, ts[i], ts[i + 1])
         m0 = model.x0(x, g.s)
         phi1 = jnp.expm1(-g.h)
         base = (g.sigma_t / g.sigma_s) * x - g.alpha_t * phi1 * m0
@@ -84,10 +61,4 @@ class DPMSolverPP(AbstractSampler):
             phi3 = phi2 / g.h - 0.5
             # 2 * phi3: the Taylor weight of d2 ~ h^2 D''/2 (see the class docstring).
             candidates.append(base + g.alpha_t * phi2 * d1 - 2.0 * g.alpha_t * phi3 * d2)
-        k = lower_order(self.order, i, num_steps, self.lower_order_final)
-        x_next = finish_step(g, select_order(k, candidates), m0)
-        history, lams = push(state.history, state.lams, m0, g.lam_s)
-        return MultistepState(x_next, history, lams)
-
-    def output(self, state):
-        return state.x
+        return candidates, m0, m0

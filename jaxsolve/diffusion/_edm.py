@@ -40,7 +40,7 @@ def _churn_key(s_churn, key):
     return key
 
 
-def _edm_step(sampler, model, state, i, ts, heun: bool):
+def _edm_step(sampler, model, ts, i, state, heun: bool):
     """One step of EDM's Algorithm 2 in the scaled variable x/alpha, noise level sigma/alpha.
 
     Working with `x̃ = x / α` and `σ̃ = σ / α` turns every schedule into the variance-exploding
@@ -95,7 +95,37 @@ def _denoise(model, x, t):
     return model.x0(x, t)
 
 
-class EulerEDM(AbstractSampler):
+class _AbstractEDM(AbstractSampler):
+    """EDM's Algorithm 2 with its hyperparameters; `heun` chooses the second-order correction.
+
+    Euler and Heun share every field, check and method; a final subclass only declares which
+    step it takes and what that costs.
+    """
+
+    s_churn: Array = hyperparameter(0.0)
+    s_tmin: Array = hyperparameter(0.0)
+    s_tmax: Array = hyperparameter(float("inf"))
+    s_noise: Array = hyperparameter(1.0)
+    batch_ndim: int = eqx.field(static=True, default=1)
+
+    heun: eqx.AbstractClassVar[bool]
+    # Deterministic unless churn is on; a traced churn counts as on only with a key.
+    draws_noise = "s_churn"
+
+    def __check_init__(self):
+        _check_churn(self.s_churn, self.s_tmin, self.s_tmax, self.s_noise)
+
+    def init(self, model, x_T: ArrayLike, ts: Array, key: PRNGKeyArray | None = None):
+        return _EDMState(jnp.asarray(x_T), _churn_key(self.s_churn, key))
+
+    def step(self, model, ts: Array, i, state: _EDMState) -> _EDMState:
+        return _edm_step(self, model, ts, i, state, heun=self.heun)
+
+    def output(self, state: _EDMState) -> Array:
+        return state.x
+
+
+class EulerEDM(_AbstractEDM):
     """Euler's method on the probability-flow ODE in EDM's variables, with optional churn.
 
     In the scaled variables `x̃ = x/α`, `σ̃ = σ/α` the probability-flow ODE of any schedule is
@@ -124,33 +154,11 @@ class EulerEDM(AbstractSampler):
     Diffusion-Based Generative Models", NeurIPS 2022, Algorithm 2.
     """
 
-    s_churn: Array = hyperparameter(0.0)
-    s_tmin: Array = hyperparameter(0.0)
-    s_tmax: Array = hyperparameter(float("inf"))
-    s_noise: Array = hyperparameter(1.0)
-    batch_ndim: int = eqx.field(static=True, default=1)
-
-    def __check_init__(self):
-        _check_churn(self.s_churn, self.s_tmin, self.s_tmax, self.s_noise)
-
-    def num_evaluations(self, num_steps: int) -> int:
-        return num_steps
-
-    def is_stochastic(self) -> bool:
-        # Deterministic unless churn is on; a traced churn counts as on only with a key.
-        return not isinstance(self.s_churn, jax.core.Tracer) and float(self.s_churn) > 0
-
-    def init(self, model, x_T: ArrayLike, ts: Array, key: PRNGKeyArray | None = None):
-        return _EDMState(jnp.asarray(x_T), _churn_key(self.s_churn, key))
-
-    def step(self, model, state: _EDMState, i, ts: Array) -> _EDMState:
-        return _edm_step(self, model, state, i, ts, heun=False)
-
-    def output(self, state: _EDMState) -> Array:
-        return state.x
+    heun = False
+    evaluations_per_step = 1
 
 
-class HeunEDM(AbstractSampler):
+class HeunEDM(_AbstractEDM):
     """Heun's second-order method on the probability-flow ODE (EDM), with optional churn.
 
     As [`EulerEDM`][], plus Heun's correction: after the Euler step to `σ̃_{i+1}` the denoiser is
@@ -171,27 +179,5 @@ class HeunEDM(AbstractSampler):
     Diffusion-Based Generative Models", NeurIPS 2022, Algorithms 1 and 2.
     """
 
-    s_churn: Array = hyperparameter(0.0)
-    s_tmin: Array = hyperparameter(0.0)
-    s_tmax: Array = hyperparameter(float("inf"))
-    s_noise: Array = hyperparameter(1.0)
-    batch_ndim: int = eqx.field(static=True, default=1)
-
-    def __check_init__(self):
-        _check_churn(self.s_churn, self.s_tmin, self.s_tmax, self.s_noise)
-
-    def num_evaluations(self, num_steps: int) -> int:
-        return 2 * num_steps
-
-    def is_stochastic(self) -> bool:
-        # Deterministic unless churn is on; a traced churn counts as on only with a key.
-        return not isinstance(self.s_churn, jax.core.Tracer) and float(self.s_churn) > 0
-
-    def init(self, model, x_T: ArrayLike, ts: Array, key: PRNGKeyArray | None = None):
-        return _EDMState(jnp.asarray(x_T), _churn_key(self.s_churn, key))
-
-    def step(self, model, state: _EDMState, i, ts: Array) -> _EDMState:
-        return _edm_step(self, model, state, i, ts, heun=True)
-
-    def output(self, state: _EDMState) -> Array:
-        return state.x
+    heun = True
+    evaluations_per_step = 2

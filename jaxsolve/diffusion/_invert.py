@@ -2,13 +2,12 @@
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jaxtyping import Array, ArrayLike, Float
 
 from .._core import check_shape
-from ._bdia import BDIA, ddim_transfer
+from ._bdia import BDIA, BDIAState, ddim_transfer
 from ._model import Model
-from ._sample import check_grid, check_sample, run_steps, validate_sampling_inputs
+from ._sample import checked_run, integrate, run_steps
 from ._sampler import AbstractSampler
 from ._sde_dpm_solver_pp import SDEDPMSolverPP
 
@@ -67,46 +66,43 @@ def invert(
     """
     if isinstance(sampler, AbstractSampler):
         _reject_stochastic(sampler)
-    where = "jaxsolve.diffusion.invert"
-    traced_grid = isinstance(ts, jax.core.Tracer)
-    model, x0, ts = validate_sampling_inputs(sampler, model, x0, ts, None, None)
-    ts, grid_ok = check_grid(ts, throw, where) if traced_grid else (ts, None)
-    num_steps = ts.shape[0] - 1
-    if x_prev is not None:
-        if not isinstance(sampler, BDIA):
-            raise ValueError("`x_prev` is only used by exactly invertible samplers (BDIA)")
-        x_prev = jnp.asarray(x_prev, x0.dtype)
-        check_shape("x_prev", x_prev.shape, x0.shape, "`x0`")
+    if (
+        x_prev is not None
+        and isinstance(sampler, AbstractSampler)
+        and not isinstance(sampler, BDIA)
+    ):
+        raise ValueError("`x_prev` is only used by exactly invertible samplers (BDIA)")
 
-    if isinstance(sampler, BDIA):
-        if not isinstance(sampler.gamma, jax.core.Tracer) and float(sampler.gamma) == 0:
-            raise ValueError("BDIA with `gamma` = 0 is DDIM and is not exactly invertible")
-        x = _invert_bdia(sampler, model, x0, x_prev, ts, num_steps)
-    else:
+    def run(model, x0, ts):
+        if isinstance(sampler, BDIA):
+            return _invert_bdia(sampler, model, x0, x_prev, ts), None
         sigma_end = model.schedule.sigma(ts[-1])
         if not isinstance(sigma_end, jax.core.Tracer) and not float(sigma_end) > 0:
             raise ValueError(
                 "approximate inversion starts from a noisy point: `ts[-1]` must have sigma > 0, "
                 f"got sigma(ts[-1]) = {float(sigma_end)}"
             )
-        reverse = ts[::-1]
-        state = sampler.init(model, x0, reverse, None)
-        x = sampler.output(run_steps(sampler, model, state, reverse))
-    return check_sample(x, grid_ok, throw, where)[0]
+        # The sampler's own update along the reversed grid, in the family's one loop.
+        return sampler.output(integrate(sampler, model, x0, ts[::-1], None)), None
+
+    where = "jaxsolve.diffusion.invert"
+    return checked_run(run, sampler, model, x0, ts, None, None, throw, where)[0]
 
 
-def _invert_bdia(sampler, model, x0, x_prev, ts, num_steps):
+def _invert_bdia(sampler, model, x0, x_prev, ts):
+    if not isinstance(sampler.gamma, jax.core.Tracer) and float(sampler.gamma) == 0:
+        raise ValueError("BDIA with `gamma` = 0 is DDIM and is not exactly invertible")
+    if x_prev is not None:
+        x_prev = jnp.asarray(x_prev, x0.dtype)
+        check_shape("x_prev", x_prev.shape, x0.shape, "`x0`")
+    num_steps = ts.shape[0] - 1
     if num_steps == 1:
         # A single step is plain DDIM; invert it the DDIM way.
         (x,) = ddim_transfer(model, x0, ts[1], [ts[0]])
         return x
     if x_prev is None:
         (x_prev,) = ddim_transfer(model, x0, ts[-1], [ts[-2]])
-
-    # Walk back through pairs: (x at ts[i], x at ts[i+1]) -> x at ts[i-1], i = N-1 .. 1.
-    def body(carry, i):
-        x_next, x = carry
-        return (x, sampler.unstep(model, x, x_next, i, ts)), None
-
-    (_, x_T), _ = lax.scan(body, (x0, x_prev), jnp.arange(num_steps - 1, 0, -1))
-    return x_T
+    # The state after the last step, undone step by step down to the one after step 0.
+    state = BDIAState(x_prev, x0)
+    unstep = lambda i, state: sampler.unstep(model, ts, i, state)
+    return run_steps(unstep, state, jnp.arange(num_steps - 1, 0, -1)).x_prev

@@ -44,23 +44,6 @@ class _MomentumState(eqx.Module):
     count: Array  # how many history entries are filled
 
 
-def _check(order, beta):
-    if not isinstance(order, int) or isinstance(order, bool) or not 1 <= order <= _MAX_ORDER:
-        raise ValueError(f"`order` must be an integer in 1..{_MAX_ORDER}, got {order!r}")
-    if not isinstance(beta, jax.core.Tracer) and not 0 < float(beta) <= 1:
-        raise ValueError(f"`beta` must be in (0, 1], got {float(beta)}")
-
-
-def _init(order, x_T):
-    x_T = jnp.asarray(x_T)
-    return _MomentumState(
-        x_T,
-        jnp.zeros_like(x_T),
-        jnp.zeros((order, *x_T.shape), x_T.dtype),
-        jnp.asarray(0, jnp.int32),
-    )
-
-
 def _scaled(model, t):
     schedule = model.schedule
     alpha = schedule.alpha(t)
@@ -73,7 +56,65 @@ def _mix(table, history, count):
     return jnp.tensordot(weights.astype(history.dtype), history, axes=1)
 
 
-class HeavyBall(AbstractSampler):
+class _AbstractMomentum(AbstractSampler):
+    """A multistep (Adams-Bashforth-like) direction and heavy-ball momentum, in one of two
+    orders: momentum on the multistep direction (`HeavyBall`), or the multistep method on the
+    momentum (`GHVB`, `generalised = True`)."""
+
+    order: eqx.AbstractVar[int]
+    beta: eqx.AbstractVar[Array]
+
+    generalised: eqx.AbstractClassVar[bool]
+    draws_noise = False
+    evaluations_per_step = 1
+
+    def __check_init__(self):
+        order, beta = self.order, self.beta
+        if not isinstance(order, int) or isinstance(order, bool) or not 1 <= order <= _MAX_ORDER:
+            raise ValueError(f"`order` must be an integer in 1..{_MAX_ORDER}, got {order!r}")
+        if not isinstance(beta, jax.core.Tracer) and not 0 < float(beta) <= 1:
+            raise ValueError(f"`beta` must be in (0, 1], got {float(beta)}")
+
+    def init(self, model, x_T: ArrayLike, ts: Array, key: PRNGKeyArray | None = None):
+        x_T = jnp.asarray(x_T)
+        return _MomentumState(
+            x_T,
+            jnp.zeros_like(x_T),
+            jnp.zeros((self.order, *x_T.shape), x_T.dtype),
+            jnp.asarray(0, jnp.int32),
+        )
+
+    def step(self, model, ts: Array, i, state: _MomentumState) -> _MomentumState:
+        t, t_next = ts[i], ts[i + 1]
+        alpha, sig = _scaled(model, t)
+        alpha_next, sig_next = _scaled(model, t_next)
+        eps = model.eps(state.x, t)
+        beta = self.beta.astype(eps.dtype)
+        count = state.count + 1
+
+        def momentum(value):
+            # The first velocity is the value itself (no momentum from nothing).
+            return jnp.where(state.count == 0, value, (1 - beta) * state.velocity + beta * value)
+
+        def multistep(value, table_beta):
+            history = jnp.concatenate([value[None], state.history[:-1]])
+            return history, _mix(_mixing_table(self.order, table_beta), history, count)
+
+        if self.generalised:
+            velocity = momentum(eps)
+            history, update = multistep(velocity, beta)
+        else:
+            # Adams-Bashforth weights (beta = 1 in the table), then momentum on the result.
+            history, direction = multistep(eps, jnp.ones_like(self.beta))
+            velocity = update = momentum(direction)
+        x_bar = state.x / alpha + (sig_next - sig) * update
+        return _MomentumState(alpha_next * x_bar, velocity, history, count)
+
+    def output(self, state: _MomentumState) -> Array:
+        return state.x
+
+
+class HeavyBall(_AbstractMomentum):
     """PLMS (Adams-Bashforth in `σ̄`) with Polyak's heavy-ball momentum on its update.
 
     `v ← (1-β) v + β · AB_k(ε history)`, `x̄ ← x̄ + (σ̄_{i+1} - σ̄_i) v`. With `β = 1` this is
@@ -98,39 +139,10 @@ class HeavyBall(AbstractSampler):
     order: int = eqx.field(static=True, default=1)
     beta: Array = hyperparameter(0.8)
 
-    def __check_init__(self):
-        _check(self.order, self.beta)
-
-    def num_evaluations(self, num_steps: int) -> int:
-        return num_steps
-
-    def is_stochastic(self) -> bool:
-        return False
-
-    def init(self, model, x_T: ArrayLike, ts: Array, key: PRNGKeyArray | None = None):
-        return _init(self.order, x_T)
-
-    def step(self, model, state: _MomentumState, i, ts: Array) -> _MomentumState:
-        t, t_next = ts[i], ts[i + 1]
-        alpha, sig = _scaled(model, t)
-        alpha_next, sig_next = _scaled(model, t_next)
-        eps = model.eps(state.x, t)
-        history = jnp.concatenate([eps[None], state.history[:-1]])
-        count = state.count + 1
-        direction = _mix(_mixing_table(self.order, jnp.ones_like(self.beta)), history, count)
-        beta = self.beta.astype(eps.dtype)
-        # The first velocity is the first direction itself (no momentum from nothing).
-        velocity = jnp.where(
-            state.count == 0, direction, (1 - beta) * state.velocity + beta * direction
-        )
-        x_bar = state.x / alpha + (sig_next - sig) * velocity
-        return _MomentumState(alpha_next * x_bar, velocity, history, count)
-
-    def output(self, state: _MomentumState) -> Array:
-        return state.x
+    generalised = False
 
 
-class GHVB(AbstractSampler):
+class GHVB(_AbstractMomentum):
     """Generalised heavy ball: a momentum method of order `order` with tunable damping `beta`.
 
     `v ← (1-β) v + β ε`, then `x̄ ← x̄ + (σ̄_{i+1} - σ̄_i) · Σ_j c_j(β) v_{n-j}` with GHVB's
@@ -157,30 +169,4 @@ class GHVB(AbstractSampler):
     order: int = eqx.field(static=True, default=2)
     beta: Array = hyperparameter(0.8)
 
-    def __check_init__(self):
-        _check(self.order, self.beta)
-
-    def num_evaluations(self, num_steps: int) -> int:
-        return num_steps
-
-    def is_stochastic(self) -> bool:
-        return False
-
-    def init(self, model, x_T: ArrayLike, ts: Array, key: PRNGKeyArray | None = None):
-        return _init(self.order, x_T)
-
-    def step(self, model, state: _MomentumState, i, ts: Array) -> _MomentumState:
-        t, t_next = ts[i], ts[i + 1]
-        alpha, sig = _scaled(model, t)
-        alpha_next, sig_next = _scaled(model, t_next)
-        eps = model.eps(state.x, t)
-        beta = self.beta.astype(eps.dtype)
-        velocity = jnp.where(state.count == 0, eps, (1 - beta) * state.velocity + beta * eps)
-        history = jnp.concatenate([velocity[None], state.history[:-1]])
-        count = state.count + 1
-        direction = _mix(_mixing_table(self.order, beta), history, count)
-        x_bar = state.x / alpha + (sig_next - sig) * direction
-        return _MomentumState(alpha_next * x_bar, velocity, history, count)
-
-    def output(self, state: _MomentumState) -> Array:
-        return state.x
+    generalised = True

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from .._core import check_option
-from ._dpm_solver_pp import MultistepState
 from ._history import init_history, push, select_order
+from ._multistep import MultistepState
 from ._sampler import AbstractSampler, finish_step, step_geometry
 
 # Adams-Bashforth coefficients (newest first) on a uniform grid, orders 1..4.
@@ -40,22 +40,17 @@ class PNDM(AbstractSampler):
 
     warmup: Literal["prk", "plms"] = eqx.field(static=True, default="prk")
 
+    draws_noise = False
+    evaluations_per_step = ("warmup", {"prk": (4, 4, 4, 1), "plms": 1})
+
     def __check_init__(self):
         check_option("warmup", self.warmup, ("prk", "plms"))
-
-    def is_stochastic(self) -> bool:
-        return False
-
-    def num_evaluations(self, num_steps: int) -> int:
-        if self.warmup == "plms":
-            return num_steps
-        return 4 * min(num_steps, 3) + max(num_steps - 3, 0)
 
     def init(self, model, x_T, ts, key):
         history, lams = init_history(x_T, model.schedule.logsnr(ts[0]), 3)
         return MultistepState(x_T, history, lams)
 
-    def step(self, model, state, i, ts):
+    def step(self, model, ts, i, state):
         sched = model.schedule
         x = state.x
         g = step_geometry(sched, ts[i], ts[i + 1])

@@ -16,7 +16,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray
 
 from .._core import RESULTS, check_floating, check_result, scan_steps
@@ -25,11 +24,9 @@ from ._sampler import AbstractSampler
 from ._schedules import DOMAIN
 from ._solution import Solution
 
-# `RESULTS` has no item yet for "an input failed a check on traced values" (it belongs in
-# `_core`, as `invalid_input`). Until it has, an invalid traced grid under `throw=False` is
-# reported as `nonfinite`, and its sample is set to NaN so that the code tells the truth: never
-# garbage marked as success.
-INVALID_GRID = getattr(RESULTS, "invalid_input", RESULTS.nonfinite)
+# An invalid traced grid under `throw=False`: its sample is set to NaN, so that the code tells
+# the truth (never garbage marked as success).
+INVALID_GRID = RESULTS.invalid_input
 
 GRID_MESSAGE = (
     "`ts` must be finite, strictly decreasing (from noise to data, no duplicate times in the "
@@ -169,19 +166,49 @@ def sample_solution(
     )
 
 
-def _sample_solution(sampler, model, x_T, ts, key, guidance, checkpoint, throw, where):
-    traced_grid = not _is_concrete(ts)
-    model, x_T, ts = validate_sampling_inputs(sampler, model, x_T, ts, key, guidance)
-    num_steps = ts.shape[0] - 1
-    # A concrete grid was checked in Python; a traced one is checked once, before the loop.
-    ts, grid_ok = check_grid(ts, throw, where) if traced_grid else (ts, None)
-    state = sampler.init(model, x_T, ts, key)
+def run_steps(step, state, indices, *, checkpoint: bool = False):
+    """The family's one loop: `state = step(i, state)` for each `i` of `indices`, in order.
+
+    Every driver of the family (`sample`, `invert`, the search of `learn_timesteps`) runs its
+    steps here, on `_core.scan_steps`; with `checkpoint` each step is rematerialised on the
+    backward pass.
+    """
 
     def body(state, i):
-        return sampler.step(model, state, i, ts), None
+        return step(i, state), None
 
-    state, _ = scan_steps(body, state, jnp.arange(num_steps), checkpoint=checkpoint)
-    x, result = check_sample(sampler.output(state), grid_ok, throw, where)
+    return scan_steps(body, state, indices, checkpoint=checkpoint)[0]
+
+
+def integrate(sampler, model, x, ts, key, *, checkpoint: bool = False):
+    """`sampler`'s final state along the whole grid `ts` from `x` (no validation)."""
+    state = sampler.init(model, x, ts, key)
+    step = lambda i, state: sampler.step(model, ts, i, state)
+    return run_steps(step, state, jnp.arange(ts.shape[0] - 1), checkpoint=checkpoint)
+
+
+def checked_run(run, sampler, model, x, ts, key, guidance, throw: bool, where: str):
+    """What `sample` and `invert` share around their loop: the eager checks, the traced grid
+    check, then `run(model, x, ts) -> (value, state)`, then the sample's check.
+
+    Returns `(value, result, state)`.
+    """
+    traced_grid = not _is_concrete(ts)
+    model, x, ts = validate_sampling_inputs(sampler, model, x, ts, key, guidance)
+    # A concrete grid was checked in Python; a traced one is checked once, before the loop.
+    ts, grid_ok = check_grid(ts, throw, where) if traced_grid else (ts, None)
+    value, state = run(model, x, ts)
+    value, result = check_sample(value, grid_ok, throw, where)
+    return value, result, state
+
+
+def _sample_solution(sampler, model, x_T, ts, key, guidance, checkpoint, throw, where):
+    def run(model, x_T, ts):
+        state = integrate(sampler, model, x_T, ts, key, checkpoint=checkpoint)
+        return sampler.output(state), state
+
+    x, result, state = checked_run(run, sampler, model, x_T, ts, key, guidance, throw, where)
+    num_steps = jnp.shape(ts)[0] - 1
     stats = {
         "num_steps": jnp.asarray(num_steps),
         "num_model_evaluations": jnp.asarray(sampler.num_evaluations(num_steps)),
@@ -238,13 +265,3 @@ def sample(
     return _sample_solution(
         sampler, model, x_T, ts, key, guidance, checkpoint, throw, "jaxsolve.diffusion.sample"
     ).value
-
-
-def run_steps(sampler, model, state, ts):
-    """Run all steps of `ts` from `state` (no validation); a building block for other drivers
-    (`invert`)."""
-
-    def body(state, i):
-        return sampler.step(model, state, i, ts), None
-
-    return lax.scan(body, state, jnp.arange(ts.shape[0] - 1))[0]

@@ -97,6 +97,9 @@ class SDEDPMSolverPP(AbstractSampler):
     logsnr_range: tuple[float, float] = eqx.field(static=True)
     depth: int = eqx.field(static=True, init=False)  # of the Brownian tree, from the two above
 
+    draws_noise = True
+    evaluations_per_step = 1
+
     def __init__(
         self,
         order: int = 2,
@@ -128,12 +131,6 @@ class SDEDPMSolverPP(AbstractSampler):
         # VirtualBrownianTree's own rule, so that the tree built in `_noise` has this depth.
         ratio = (high - low) / float(tol)
         self.depth = max(0, math.ceil(math.log2(ratio) - 1e-12)) if ratio > 1 else 0
-
-    def num_evaluations(self, num_steps: int) -> int:
-        return num_steps
-
-    def is_stochastic(self) -> bool:
-        return True
 
     def init(self, model, x_T: ArrayLike, ts: Array, key: PRNGKeyArray | None = None):
         if key is None:
@@ -177,7 +174,7 @@ class SDEDPMSolverPP(AbstractSampler):
         scale = jnp.where(positive, 1 / jnp.sqrt(jnp.where(positive, widths, 1.0)), 0.0)
         return dw * scale.reshape((-1,) + (1,) * x.ndim)
 
-    def step(self, model, state: _SDEState, i, ts: Array) -> _SDEState:
+    def step(self, model, ts: Array, i, state: _SDEState) -> _SDEState:
         x = state.x
         dtype = x.dtype
         geom = step_geometry(model.schedule, ts[i], ts[i + 1])

@@ -13,7 +13,7 @@ from jaxtyping import Array, ArrayLike, PRNGKeyArray
 from .._core import check_positive
 from ._edm import HeunEDM
 from ._model import Model
-from ._sample import run_steps, sample, validate_sampling_inputs
+from ._sample import integrate, sample, validate_sampling_inputs
 from ._sampler import AbstractSampler
 from ._timesteps import SPACINGS, timesteps
 
@@ -184,7 +184,7 @@ def learn_timesteps(
         ts, m = grid_and_model(params)
         # The softmax grid is valid by construction (checked eagerly above for ts0); skip the
         # traced grid check, which would turn a round-off duplicate time into a NaN loss.
-        x = sampler.output(run_steps(sampler, m, sampler.init(m, x_T, ts, key), ts))
+        x = sampler.output(integrate(sampler, m, x_T, ts, key))
         return loss_fn(x, teacher)
 
     @jax.jit

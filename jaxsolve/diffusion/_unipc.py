@@ -46,18 +46,15 @@ class UniPC(AbstractSampler):
     corrector: bool = eqx.field(static=True, default=True)
     lower_order_final: bool = eqx.field(static=True, default=True)
 
+    draws_noise = False
+    evaluations_per_step = 1
+
     def __check_init__(self):
         if self.order not in (1, 2, 3):
             raise ValueError(f"`order` must be 1, 2 or 3, got {self.order!r}")
         check_option("variant", self.variant, ("bh1", "bh2"))
         if not isinstance(self.corrector, bool):
             raise TypeError(f"`corrector` must be a bool, got {self.corrector!r}")
-
-    def is_stochastic(self) -> bool:
-        return False
-
-    def num_evaluations(self, num_steps: int) -> int:
-        return num_steps
 
     def init(self, model, x_T, ts, key):
         # The corrector of order k needs k - 1 outputs before the one it corrects with.
@@ -98,7 +95,7 @@ class UniPC(AbstractSampler):
         res = res + rhos[-1] * (model_t - m0)
         return x_t_ - g.alpha_t * b_h * res
 
-    def step(self, model, state, i, ts):
+    def step(self, model, ts, i, state):
         sched = model.schedule
         num_steps = ts.shape[0] - 1
         x = state.x

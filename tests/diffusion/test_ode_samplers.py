@@ -67,7 +67,7 @@ def _own_loop(sampler, model):
     @jax.jit
     def run(x_T, ts, num_steps):
         state = sampler.init(model, x_T, ts, None)
-        state = jax.lax.fori_loop(0, num_steps, lambda i, st: sampler.step(model, st, i, ts), state)
+        state = jax.lax.fori_loop(0, num_steps, lambda i, st: sampler.step(model, ts, i, st), state)
         return sampler.output(state)
 
     return lambda x_T, ts: run(x_T, _padded(ts), ts.shape[0] - 1)

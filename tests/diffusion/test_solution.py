@@ -44,7 +44,7 @@ def test_solution_matches_sample_and_reports_stats_and_state():
     @jax.jit
     def first_steps(x_T):
         state = sampler.init(MODEL, x_T, TS, None)
-        return jax.lax.fori_loop(0, 4, lambda i, s: sampler.step(MODEL, s, i, TS), state).x
+        return jax.lax.fori_loop(0, 4, lambda i, s: sampler.step(MODEL, TS, i, s), state).x
 
     np.testing.assert_allclose(sol.state.history[0], MODEL.x0(first_steps(X_T), TS[-2]), rtol=1e-12)
     heun = D.sample_solution(D.HeunEDM(), MODEL, X_T, TS[:3])
