@@ -36,8 +36,6 @@ NO_EXAMPLE_NEEDED = {
     "diffeq.DenseInfo",
     # the state record of the SOR relaxation bandits: see OmegaBandit
     "linear.BanditState",
-    # the record a line search returns inside a minimiser: see AbstractLineSearch
-    "nonlinear.LineSearchResult",
 }
 
 _FENCE = re.compile(r"^[ \t]*```python[ \t]*\n(.*?)^[ \t]*```[ \t]*$", re.S | re.M)
