@@ -34,8 +34,6 @@ NO_EXAMPLE_NEEDED = {
     # whose example builds both
     "diffeq.StepOutput",
     "diffeq.DenseInfo",
-    # the state record of the SOR relaxation bandits: see OmegaBandit
-    "linear.BanditState",
 }
 
 _FENCE = re.compile(r"^[ \t]*```python[ \t]*\n(.*?)^[ \t]*```[ \t]*$", re.S | re.M)
