@@ -29,17 +29,7 @@ from ._solver import (
     AbstractIterativeSolver as AbstractIterativeSolver,
     AbstractSolver as AbstractSolver,
 )
-from ._tree import (
-    tree_add_scaled as tree_add_scaled,
-    tree_all_finite as tree_all_finite,
-    tree_dot as tree_dot,
-    tree_max_abs as tree_max_abs,
-    tree_norm as tree_norm,
-    tree_scale as tree_scale,
-    tree_sub as tree_sub,
-    tree_where as tree_where,
-    tree_zeros_like as tree_zeros_like,
-)
+from ._tree import tree_all_finite as tree_all_finite
 from ._validate import (
     check_floating as check_floating,
     check_increasing as check_increasing,
@@ -48,4 +38,5 @@ from ._validate import (
     check_same_structure as check_same_structure,
     check_scalar as check_scalar,
     check_shape as check_shape,
+    is_concrete as is_concrete,
 )

@@ -16,6 +16,12 @@ def _fmt(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
+def is_concrete(x: Any) -> bool:
+    """Whether `x` is known in Python now (not a tracer of `jit`, `vmap` or `grad`), so that an
+    eager check can read its value; a traced value is checked at run time instead."""
+    return not isinstance(x, jax.core.Tracer)
+
+
 def check_option(name: str, value: Any, choices: Iterable[Any]) -> None:
     """Raise `ValueError` unless `value` is one of `choices`."""
     choices = tuple(choices)
@@ -26,7 +32,7 @@ def check_option(name: str, value: Any, choices: Iterable[Any]) -> None:
 
 def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
     """Raise `ValueError` unless the concrete scalar `value` is > 0 (or >= 0)."""
-    if isinstance(value, jax.core.Tracer):
+    if not is_concrete(value):
         return
     try:
         number = float(value)
@@ -79,7 +85,7 @@ def check_scalar(name: str, value: Any) -> None:
 
 def check_increasing(name_lo: str, lo: Any, name_hi: str, hi: Any) -> None:
     """Raise `ValueError` unless concrete `lo < hi`."""
-    if isinstance(lo, jax.core.Tracer) or isinstance(hi, jax.core.Tracer):
+    if not (is_concrete(lo) and is_concrete(hi)):
         return
     if not float(lo) < float(hi):
         raise ValueError(
