@@ -36,7 +36,15 @@ def _stop(tree: Any) -> Any:
 def default_solver(x: Any) -> linear.AbstractLinearSolver:
     """The default backward solve: `linear.Auto` (LU or Cholesky up to 512 unknowns, else
     GMRES, or CG when the Jacobian is declared positive definite), with tolerances tight for
-    the dtype. None of these squares the condition number of `∂F/∂x`."""
+    the dtype. None of these squares the condition number of `∂F/∂x`.
+
+    **Example:**
+
+    ```python
+    print(js.implicit.default_solver(jnp.zeros(3)))  # Auto, tolerance tight for float32
+    print(js.implicit.default_solver(jnp.zeros(3, jnp.float16)).rtol)
+    ```
+    """
     dtype = jnp.result_type(*jax.tree.leaves(x))
     tol = _TOLERANCE.get(jnp.dtype(dtype), 1e-12)
     return linear.Auto(rtol=tol, atol=0.0)
@@ -161,6 +169,17 @@ def implicit_root(
     The functional form behind `custom_root`, for wrapping a solver loop directly (see
     `custom_root` for the contract). `solver_fn` returns `x*` (or `(x*, aux)` with
     `has_aux=True`; `aux` is returned without gradient).
+
+    **Example:**
+
+    ```python
+    def newton(x, a):  # x**2 = a by a fixed number of Newton steps
+        return jax.lax.fori_loop(0, 20, lambda _, x: 0.5 * (x + a / x), x)
+
+
+    sqrt = lambda a: js.implicit.implicit_root(newton, lambda x, a: x**2 - a, 1.0, (a,))
+    print(sqrt(2.0), jax.grad(sqrt)(2.0))  # 1.41421, 1 / (2 sqrt(2))
+    ```
     """
     kwargs = {} if kwargs is None else dict(kwargs)
     tags = tuple(tags)
@@ -234,14 +253,19 @@ def custom_root(
     **Example:**
 
     ```python
-    def ridge_optimality(w, lam, X, y):
-        return X.T @ (X @ w - y) + lam * w   # gradient of the ridge objective
+    def optimality(w, lam, X, y):  # the gradient of the ridge objective
+        return X.T @ (X @ w - y) + lam * w
 
-    @js.implicit.custom_root(ridge_optimality)
-    def ridge(w_init, lam, X, y):
+
+    @js.implicit.custom_root(optimality)
+    def ridge(w_init, lam, X, y):  # any solver; it is never differentiated
         return jnp.linalg.solve(X.T @ X + lam * jnp.eye(X.shape[1]), X.T @ y)
 
-    dw_dlam = jax.jacfwd(ridge, argnums=1)(w0, 1.0, X, y)
+
+    X = jax.random.normal(jax.random.PRNGKey(0), (10, 3))
+    y = X @ jnp.array([1.0, -1.0, 0.5])
+    print(jax.jacfwd(ridge, argnums=1)(jnp.zeros(3), 1.0, X, y))  # forward mode
+    print(jax.grad(lambda lam: ridge(jnp.zeros(3), lam, X, y).sum())(1.0))  # reverse mode
     ```
 
     Reference: Blondel et al., "Efficient and Modular Implicit Differentiation", NeurIPS 2022.
@@ -284,10 +308,12 @@ def custom_fixed_point(
 
     ```python
     @js.implicit.custom_fixed_point(lambda x, theta: jnp.cos(x) + theta)
-    def fixed_point(x_init, theta):
-        return lax.fori_loop(0, 100, lambda _, x: jnp.cos(x) + theta, x_init)  # any loop
+    def fixed_point(x_init, theta):  # any loop; it is never differentiated
+        return jax.lax.fori_loop(0, 100, lambda _, x: jnp.cos(x) + theta, x_init)
 
-    jax.grad(fixed_point, argnums=1)(0.0, 0.5)   # = 1 / (1 + sin x*)
+
+    x = fixed_point(0.0, 0.5)
+    print(x, jax.grad(fixed_point, argnums=1)(0.0, 0.5), 1 / (1 + jnp.sin(x)))  # equal
     ```
     """
 

@@ -24,8 +24,10 @@ from ._relax import (
 )
 from ._solve import solve as solve
 from ._solver import (
+    AbstractDirectLinearSolver as AbstractDirectLinearSolver,
     AbstractIterativeLinearSolver as AbstractIterativeLinearSolver,
     AbstractLinearSolver as AbstractLinearSolver,
+    DirectState as DirectState,
     Solution as Solution,
 )
 from ._sor import SOR as SOR, SSOR as SSOR

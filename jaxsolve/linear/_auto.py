@@ -8,12 +8,12 @@ from ._cg import CG
 from ._direct import LU, QR, Cholesky
 from ._gmres import GMRES
 from ._operator import AbstractLinearOperator, MatrixOperator, is_positive_definite
-from ._solver import AbstractLinearSolver
+from ._solver import AbstractDirectLinearSolver, AbstractLinearSolver
 
 _DENSE_LIMIT = 512
 
 
-class Auto(AbstractLinearSolver):
+class Auto(AbstractDirectLinearSolver):
     """Choose a solver from the operator:
 
     - non-square: `QR()` (least squares);
@@ -25,6 +25,16 @@ class Auto(AbstractLinearSolver):
     None of these squares the condition number (no normal equations).
 
     **Arguments:** `rtol`, `atol`, `max_steps` for the iterative choice; `dense_limit`.
+
+    **Example:**
+
+    ```python
+    A = jnp.array([[4.0, 1.0], [1.0, 3.0]])
+    auto = js.linear.Auto()
+    print(auto.select(js.linear.MatrixOperator(A)))  # LU
+    print(auto.select(js.linear.MatrixOperator(A, tags=("positive_definite",))))  # Cholesky
+    print(js.linear.solve(A, jnp.array([1.0, 2.0]), auto).value)
+    ```
     """
 
     rtol: jax.Array = hyperparameter(1e-6)

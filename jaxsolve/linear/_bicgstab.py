@@ -42,7 +42,14 @@ class BiCGStab(AbstractIterativeLinearSolver):
       `RESULTS.linear_solve_failed`. A zero denominator in the recurrence before
       convergence is `RESULTS.breakdown`.
 
-    **Example:** `js.linear.solve(A, b, js.linear.BiCGStab(rtol=1e-8, atol=1e-8))`.
+    **Example:**
+
+    ```python
+    A = jnp.array([[4.0, 1.0, 0.0], [1.0, 3.0, 1.0], [-1.0, 1.0, 2.0]])
+    b = jnp.array([1.0, 2.0, 3.0])
+    sol = js.linear.solve(A, b, js.linear.BiCGStab(rtol=1e-6, atol=0.0))
+    print(sol.value, sol.stats["num_steps"])
+    ```
     """
 
     rtol: jax.Array = hyperparameter(1e-6)

@@ -41,8 +41,10 @@ class CG(AbstractIterativeLinearSolver):
     **Example:**
 
     ```python
-    op = js.linear.FunctionOperator(laplacian, u0, tags=("positive_definite",))
-    sol = js.linear.solve(op, f, js.linear.CG(rtol=1e-8, atol=1e-8))
+    A = jnp.array([[4.0, 1.0], [1.0, 3.0]])
+    op = js.linear.MatrixOperator(A, tags=("positive_definite",))  # CG trusts the tag
+    sol = js.linear.solve(op, jnp.array([1.0, 2.0]), js.linear.CG(rtol=1e-6, atol=0.0))
+    print(sol.value, sol.stats["num_steps"])  # at most 2 steps for a 2 x 2 system
     ```
     """
 

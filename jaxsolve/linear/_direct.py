@@ -6,7 +6,7 @@ import jax.scipy.linalg as jsl
 
 from .._core import RESULTS
 from ._operator import AbstractLinearOperator
-from ._solver import AbstractLinearSolver
+from ._solver import AbstractDirectLinearSolver
 
 
 def _pivots_singular(diagonal: jax.Array) -> jax.Array:
@@ -23,14 +23,21 @@ def _finish(x: jax.Array, singular: jax.Array):
     return x, result, {"num_steps": jnp.array(0)}
 
 
-class LU(AbstractLinearSolver):
+class LU(AbstractDirectLinearSolver):
     """Gaussian elimination with partial pivoting, for square systems.
 
     Materialises the operator (for a `FunctionOperator`, by one batched application to the
     identity), so it suits small and medium dense problems. A zero or tiny pivot (below
     `n * eps * max|pivot|`) is reported as `RESULTS.singular`.
 
-    **Example:** `js.linear.solve(A, b, js.linear.LU())`.
+    **Example:**
+
+    ```python
+    A = jnp.array([[4.0, 1.0, 0.0], [1.0, 3.0, 1.0], [0.0, 1.0, 2.0]])
+    b = jnp.array([1.0, 2.0, 3.0])
+    sol = js.linear.solve(A, b, js.linear.LU())
+    print(sol.value, sol.stats["num_steps"], A @ sol.value - b)
+    ```
     """
 
     def compute(self, operator: AbstractLinearOperator, vector: jax.Array):
@@ -43,11 +50,20 @@ class LU(AbstractLinearSolver):
         return True
 
 
-class Cholesky(AbstractLinearSolver):
+class Cholesky(AbstractDirectLinearSolver):
     """The Cholesky factorisation `A = L L^T`, for symmetric positive definite systems.
 
     Uses only the lower triangle of `A`. A matrix that is not positive definite (a non-finite
     factor) or is numerically singular is reported as `RESULTS.singular`.
+
+    **Example:**
+
+    ```python
+    A = jnp.array([[4.0, 1.0, 0.0], [1.0, 3.0, 1.0], [0.0, 1.0, 2.0]])
+    b = jnp.array([1.0, 2.0, 3.0])
+    op = js.linear.MatrixOperator(A, tags=("symmetric", "positive_definite"))  # Cholesky trusts it
+    print(js.linear.solve(op, b, js.linear.Cholesky()).value)
+    ```
     """
 
     def compute(self, operator: AbstractLinearOperator, vector: jax.Array):
@@ -60,11 +76,19 @@ class Cholesky(AbstractLinearSolver):
         return True
 
 
-class QR(AbstractLinearSolver):
+class QR(AbstractDirectLinearSolver):
     """Householder QR: the least-squares solution `argmin |A x - b|` for tall or square `A`,
     and the minimum-norm solution for wide `A`.
 
     A rank-deficient matrix (a tiny diagonal entry of R) is reported as `RESULTS.singular`.
+
+    **Example:**
+
+    ```python
+    A = jnp.array([[1.0, 0.0], [1.0, 1.0], [1.0, 2.0]])  # 3 equations, 2 unknowns
+    b = jnp.array([1.0, 2.0, 2.0])
+    print(js.linear.solve(A, b, js.linear.QR()).value)  # least squares: [1.1667, 0.5]
+    ```
     """
 
     def compute(self, operator: AbstractLinearOperator, vector: jax.Array):

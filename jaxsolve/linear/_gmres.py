@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 from jax import lax
 
-from .._core import hyperparameter
+from .._core import bounded_while_loop, hyperparameter
 from ._operator import AbstractLinearOperator
 from ._solver import AbstractIterativeLinearSolver, converged_result, tolerance, vector_norm
 
@@ -58,7 +58,14 @@ class GMRES(AbstractIterativeLinearSolver):
     - `reorthogonalise`: reorthogonalise on detected cancellation (a Python bool; default
       False, as jax.scipy and lineax; turn on for ill-conditioned problems that stagnate).
 
-    **Example:** `js.linear.solve(matvec, b, js.linear.GMRES(rtol=1e-8, atol=1e-8, restart=30))`.
+    **Example:**
+
+    ```python
+    A = jnp.array([[4.0, 1.0, 0.0], [1.0, 3.0, 1.0], [-1.0, 1.0, 2.0]])
+    b = jnp.array([1.0, 2.0, 3.0])
+    sol = js.linear.solve(A, b, js.linear.GMRES(rtol=1e-6, atol=0.0, restart=2))  # not symmetric
+    print(sol.value, sol.stats["num_steps"])
+    ```
     """
 
     rtol: jax.Array = hyperparameter(1e-6)
@@ -94,7 +101,7 @@ class GMRES(AbstractIterativeLinearSolver):
         # and the rotated right-hand side is beta * rotations[:, 0].
         rotations = jnp.eye(m + 1, dtype=dtype)
 
-        def cond(carry):
+        def keep_going(carry):
             k, _, _, rotations = carry
             return (k < budget) & (jnp.abs(beta * rotations[k, 0]) > state.threshold)
 
@@ -131,9 +138,9 @@ class GMRES(AbstractIterativeLinearSolver):
             rotations = rotations.at[k + 1].set(-s * row_k + c * row_next)
             return k + 1, basis, rotated.at[:, k].set(column), rotations
 
-        k, basis, rotated, rotations = lax.while_loop(
-            cond, body, (jnp.array(0), basis, rotated, rotations)
-        )
+        k, basis, rotated, rotations = bounded_while_loop(
+            keep_going, body, (jnp.array(0), basis, rotated, rotations), max_steps=m, kind="lax"
+        ).value
         g = beta * rotations[:, 0]
         # Solve the k x k triangular system; unused rows/columns become the identity.
         index = jnp.arange(m)

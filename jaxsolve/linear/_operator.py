@@ -50,6 +50,33 @@ class AbstractLinearOperator(eqx.Module):
     Subclasses implement `mv`, `in_structure`, `out_structure`, `as_matrix` and `transpose`,
     and carry a `tags` frozenset (a subset of `{"symmetric", "positive_definite"}`) that
     solvers such as `CG` and `Cholesky` rely on without checking.
+
+    **Example:**
+
+    ```python
+    class Scaled(js.linear.AbstractLinearOperator):
+        scale: jax.Array
+        size: int = 3
+        tags: frozenset = frozenset({"symmetric", "positive_definite"})
+
+        def mv(self, vector):
+            return self.scale * vector
+
+        def in_structure(self):
+            return jax.ShapeDtypeStruct((self.size,), jnp.float32)
+
+        def out_structure(self):
+            return self.in_structure()
+
+        def as_matrix(self):
+            return self.scale * jnp.eye(self.size)
+
+        def transpose(self):
+            return self
+
+
+    print(js.linear.solve(Scaled(jnp.array(2.0)), jnp.ones(3), js.linear.CG()).value)  # [0.5]*3
+    ```
     """
 
     tags: eqx.AbstractVar[frozenset]
@@ -94,8 +121,11 @@ class MatrixOperator(AbstractLinearOperator):
     **Example:**
 
     ```python
-    op = js.linear.MatrixOperator(A, tags=("positive_definite",))
-    sol = js.linear.solve(op, b, js.linear.Cholesky())
+    A = jnp.array([[4.0, 1.0, 0.0], [1.0, 3.0, 1.0], [0.0, 1.0, 2.0]])
+    b = jnp.array([1.0, 2.0, 3.0])
+    op = js.linear.MatrixOperator(A, tags=("symmetric", "positive_definite"))
+    print(op.mv(b), op.in_size())
+    print(js.linear.solve(op, b, js.linear.Cholesky()).value)
     ```
     """
 
@@ -126,7 +156,19 @@ class MatrixOperator(AbstractLinearOperator):
 
 
 class DiagonalOperator(AbstractLinearOperator):
-    """A diagonal matrix, stored as its 1-D diagonal (e.g. a Jacobi preconditioner)."""
+    """A diagonal matrix, stored as its 1-D diagonal (e.g. a Jacobi preconditioner).
+
+    **Example:**
+
+    ```python
+    A = jnp.array([[4.0, 1.0, 0.0], [1.0, 3.0, 1.0], [0.0, 1.0, 2.0]])
+    b = jnp.array([1.0, 2.0, 3.0])
+    jacobi = js.linear.DiagonalOperator(1.0 / jnp.diag(A))  # M^{-1} ~ A^{-1}
+    op = js.linear.MatrixOperator(A, tags=("positive_definite",))
+    solver = js.linear.CG(rtol=1e-6, atol=0.0, preconditioner=jacobi)
+    print(js.linear.solve(op, b, solver).value)
+    ```
+    """
 
     diagonal: jax.Array
     tags: frozenset = eqx.field(static=True)
@@ -169,8 +211,15 @@ class FunctionOperator(AbstractLinearOperator):
     **Example:**
 
     ```python
-    laplacian = lambda u: 4 * u - jnp.roll(u, 1, 0) - jnp.roll(u, -1, 0) - ...
-    op = js.linear.FunctionOperator(laplacian, jnp.zeros((64, 64)), tags=("positive_definite",))
+    def laplacian(u):  # 1-D Dirichlet Laplacian, matrix-free
+        padded = jnp.pad(u, 1)
+        return 2 * u - padded[:-2] - padded[2:]
+
+
+    u0 = jnp.zeros(50)
+    op = js.linear.FunctionOperator(laplacian, u0, tags=("symmetric", "positive_definite"))
+    sol = js.linear.solve(op, jnp.ones(50), js.linear.CG(rtol=1e-6, atol=0.0))
+    print(sol.stats["num_steps"], jnp.max(jnp.abs(laplacian(sol.value) - 1.0)))
     ```
     """
 

@@ -16,10 +16,23 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from .._core import is_concrete
+
 
 class BanditState(NamedTuple):
     """`loss_estimates`: importance-weighted cumulative normalised costs per arm;
-    `num_rounds`: rounds played so far."""
+    `num_rounds`: rounds played so far.
+
+    **Example:**
+
+    ```python
+    bandit = js.linear.OmegaBandit(jnp.linspace(1.0, 1.9, 4), max_cost=100.0)
+    state = bandit.init()  # a BanditState: loss_estimates per arm, num_rounds
+    arm, probs = bandit.propose(state, jax.random.PRNGKey(0))
+    state = bandit.update(state, arm, 40.0, probs)
+    print(state.loss_estimates, state.num_rounds)
+    ```
+    """
 
     loss_estimates: jax.Array
     num_rounds: jax.Array
@@ -62,12 +75,16 @@ class OmegaBandit(eqx.Module):
     **Example:**
 
     ```python
-    bandit = js.linear.OmegaBandit(jnp.linspace(1.0, 1.95, 20), max_cost=60.0)
+    A = 2.2 * jnp.eye(20) - jnp.eye(20, k=1) - jnp.eye(20, k=-1)
+    run = jax.jit(lambda omega, b: js.linear.solve(
+        A, b, js.linear.SOR(omega=omega, rtol=1e-6, atol=0.0, max_steps=200), throw=False))
+    bandit = js.linear.OmegaBandit(jnp.linspace(1.0, 1.9, 10), max_cost=200.0)
     state = bandit.init()
-    for key, (A, b) in zip(keys, systems):
+    for key in jax.random.split(jax.random.PRNGKey(0), 4):  # a sequence of systems
         arm, probs = bandit.propose(state, key)
-        sol = js.linear.solve(A, b, js.linear.SOR(bandit.omegas[arm], max_steps=500), throw=False)
+        sol = run(bandit.omegas[arm], jax.random.normal(key, (20,)))  # omega traced: one compile
         state = bandit.update(state, arm, sol.stats["num_steps"], probs)
+    print(bandit.probabilities(state))
     ```
 
     Reference: Khodak et al., ICLR 2024; Zimmert & Seldin, "Tsallis-INF", JMLR 2021.
@@ -84,7 +101,7 @@ class OmegaBandit(eqx.Module):
             raise ValueError(
                 f"`omegas` must be a 1-D grid of at least 2 values, got {omegas.shape}"
             )
-        if not isinstance(omegas, jax.core.Tracer):
+        if is_concrete(omegas):
             if not bool(jnp.all((omegas > 0) & (omegas < 2))):
                 raise ValueError("`omegas` must lie in (0, 2)")
         self.omegas = omegas
@@ -135,8 +152,16 @@ class ContextualOmegaBandit(eqx.Module):
     - `omegas`, `max_cost`, `learning_rate`, `baseline`: as `OmegaBandit`.
     - `bin_edges`: the increasing 1-D inner edges of the context bins (`len + 1` bins).
 
-    **Example:** `bandit.propose(state, context, key)`, then
-    `bandit.update(state, context, arm, num_steps, probabilities)`.
+    **Example:**
+
+    ```python
+    # one OmegaBandit per bin of a scalar context (e.g. a diagonal shift of the system)
+    bandit = js.linear.ContextualOmegaBandit(jnp.linspace(1.0, 1.9, 4), jnp.array([0.5]), 100.0)
+    state = bandit.init()
+    arm, probs = bandit.propose(state, 0.7, jax.random.PRNGKey(0))  # context 0.7: second bin
+    state = bandit.update(state, 0.7, arm, 40.0, probs)  # cost: e.g. SOR's num_steps
+    print(bandit.probabilities(state, 0.7), bandit.probabilities(state, 0.1))
+    ```
     """
 
     base: OmegaBandit

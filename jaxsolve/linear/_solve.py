@@ -217,12 +217,12 @@ def solve(
     **Example:**
 
     ```python
-    import jax.numpy as jnp
-    import jaxsolve as js
-
-    A = jnp.array([[4.0, 1.0], [1.0, 3.0]])
-    b = jnp.array([1.0, 2.0])
-    x = js.linear.solve(A, b, js.linear.CG(rtol=1e-8, atol=1e-8)).value
+    A = jnp.array([[4.0, 1.0, 0.0], [1.0, 3.0, 1.0], [0.0, 1.0, 2.0]])
+    b = jnp.array([1.0, 2.0, 3.0])
+    x = js.linear.solve(A, b).value  # a matrix
+    x = js.linear.solve(lambda v: A @ v, b, js.linear.GMRES(rtol=1e-6, atol=0.0)).value  # a function
+    # differentiable in A and b (the tangent and cotangent are solves too)
+    print(x, jax.grad(lambda b: js.linear.solve(A, b).value.sum())(b))
     ```
     """
     if solver is None:

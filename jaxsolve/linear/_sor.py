@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
-from .._core import hyperparameter
+from .._core import hyperparameter, is_concrete
 from ._operator import AbstractLinearOperator
 from ._solver import AbstractIterativeLinearSolver, converged_result, tolerance, vector_norm
 
@@ -21,7 +21,7 @@ class SORState(NamedTuple):
 
 
 def _check_omega(omega):
-    if isinstance(omega, jax.core.Tracer):
+    if not is_concrete(omega):
         return
     value = float(omega)
     if not 0.0 < value < 2.0:
@@ -88,7 +88,14 @@ class SOR(_AbstractSOR):
     - `rtol`, `atol`, `max_steps`: the residual test `|b - A x| <= atol + rtol |b|` and the
       sweep bound (None: 10 times the size); reaching it is `RESULTS.linear_solve_failed`.
 
-    **Example:** `js.linear.solve(A, b, js.linear.SOR(omega=1.5, rtol=1e-8, atol=0.0))`.
+    **Example:**
+
+    ```python
+    A = jnp.array([[4.0, 1.0, 0.0], [1.0, 3.0, 1.0], [0.0, 1.0, 2.0]])
+    b = jnp.array([1.0, 2.0, 3.0])
+    sol = js.linear.solve(A, b, js.linear.SOR(omega=1.2, rtol=1e-6, atol=0.0))
+    print(sol.value, sol.stats["num_steps"], A @ sol.value - b)
+    ```
 
     Reference: Khodak et al., "Learning to Relax: Setting Solver Parameters Across a Sequence
     of Linear System Instances", ICLR 2024 (for tuning `omega`).
@@ -104,7 +111,17 @@ class SOR(_AbstractSOR):
 class SSOR(_AbstractSOR):
     """Symmetric SOR: a forward SOR sweep followed by a backward one, so the iteration is
     symmetric for symmetric `A` (usable as a CG preconditioner shape). Arguments as `SOR`;
-    one step is two sweeps."""
+    one step is two sweeps.
+
+    **Example:**
+
+    ```python
+    A = jnp.array([[4.0, 1.0, 0.0], [1.0, 3.0, 1.0], [0.0, 1.0, 2.0]])
+    for solver in (js.linear.SOR(omega=1.2, rtol=1e-6, atol=0.0),
+                   js.linear.SSOR(omega=1.2, rtol=1e-6, atol=0.0)):  # forward + backward sweep
+        print(type(solver).__name__, js.linear.solve(A, jnp.ones(3), solver).stats["num_steps"])
+    ```
+    """
 
     omega: jax.Array = hyperparameter(1.0)
     rtol: jax.Array = hyperparameter(1e-6)

@@ -1,5 +1,6 @@
 """jaxsolve.linear.solve: values and derivatives against jnp.linalg.solve, for every solver."""
 
+import chex
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -7,12 +8,12 @@ import numpy as np
 import pytest
 
 import jaxsolve as js
+from jaxsolve._core import AbstractIterativeSolver
 from tests.helpers import (
     finite_difference_grad,
     nonsymmetric_matrix,
     poisson_2d,
     spd_matrix,
-    tree_allclose,
 )
 
 N = 6
@@ -60,9 +61,9 @@ def test_value_and_derivatives_match_dense_solve(name):
         )(A, b)
 
     got, want = value_and_jacobians(ours), value_and_jacobians(_reference)
-    assert tree_allclose(got[0], want[0], rtol=1e-9, atol=1e-10)
-    assert tree_allclose(got[1], want[1], rtol=1e-8, atol=1e-9), (name, "jacrev")
-    assert tree_allclose(got[2], want[2], rtol=1e-8, atol=1e-9), (name, "jacfwd")
+    chex.assert_trees_all_close(got[0], want[0], rtol=1e-9, atol=1e-10)
+    chex.assert_trees_all_close(got[1], want[1], rtol=1e-8, atol=1e-9)
+    chex.assert_trees_all_close(got[2], want[2], rtol=1e-8, atol=1e-9)
 
 
 def test_least_squares_tall_and_wide():
@@ -92,8 +93,8 @@ def test_least_squares_tall_and_wide():
 
     for A, b, ref in ((tall, b_tall, normal_equations), (wide, b_wide, minimum_norm)):
         got, want = value_and_jacobians(ours, A, b), value_and_jacobians(ref, A, b)
-        assert tree_allclose(got[0], want[0], rtol=1e-10, atol=1e-12)
-        assert tree_allclose(got[1:], want[1:], rtol=1e-8, atol=1e-10)
+        chex.assert_trees_all_close(got[0], want[0], rtol=1e-10, atol=1e-12)
+        chex.assert_trees_all_close(got[1:], want[1:], rtol=1e-8, atol=1e-10)
 
 
 def test_matrix_free_pytree_operator():
@@ -106,7 +107,7 @@ def test_matrix_free_pytree_operator():
 
     x = jax.jit(lambda b: js.linear.solve(matvec, b, js.linear.CG(**TIGHT)).value)(b)
     expected = {"u": jnp.linalg.solve(A1, b["u"]), "v": jnp.linalg.solve(A2, b["v"])}
-    assert tree_allclose(x, expected)
+    chex.assert_trees_all_close(x, expected, rtol=1e-7, atol=1e-9)
 
 
 def test_matrix_free_poisson_and_closure_gradient_vs_finite_differences():
@@ -116,7 +117,7 @@ def test_matrix_free_poisson_and_closure_gradient_vs_finite_differences():
     op = js.linear.FunctionOperator(laplacian, f, tags=("positive_definite",))
     dense = op.as_matrix()
     u = jax.jit(lambda f: js.linear.solve(op, f, js.linear.CG(**TIGHT)).value)(f)
-    assert tree_allclose(u.ravel(), jnp.linalg.solve(dense, f.ravel()), rtol=1e-9)
+    chex.assert_trees_all_close(u.ravel(), jnp.linalg.solve(dense, f.ravel()), rtol=1e-9, atol=1e-9)
 
     # d/dc of a functional of u(c) with (L + c I) u = f, c closed over by the function.
     weights = jnp.cos(jnp.arange(grid * grid, dtype=jnp.float64)).reshape(grid, grid)
@@ -139,7 +140,7 @@ def test_preconditioned_cg():
     plain = js.linear.solve(A, b, js.linear.CG(**TIGHT, max_steps=2000))
     jacobi = js.linear.DiagonalOperator(1.0 / jnp.diagonal(A))
     pre = js.linear.solve(A, b, js.linear.CG(**TIGHT, preconditioner=jacobi))
-    assert tree_allclose(pre.value, jnp.linalg.solve(A, b), rtol=1e-9)
+    chex.assert_trees_all_close(pre.value, jnp.linalg.solve(A, b), rtol=1e-9, atol=1e-9)
     assert int(pre.stats["num_steps"]) < int(plain.stats["num_steps"])
 
 
@@ -233,7 +234,9 @@ def test_auto_selection():
     assert isinstance(auto.select(pd_matrix), js.linear.Cholesky)
     assert isinstance(auto.select(js.linear.MatrixOperator(jnp.ones((4, 2)))), js.linear.QR)
     A, b = _system("general")
-    assert tree_allclose(js.linear.solve(A, b, auto).value, _reference(A, b), rtol=1e-10)
+    chex.assert_trees_all_close(
+        js.linear.solve(A, b, auto).value, _reference(A, b), rtol=1e-10, atol=1e-9
+    )
 
 
 class _ExplicitInverse(js.linear.AbstractLinearSolver):
@@ -257,4 +260,33 @@ def test_user_defined_solver_is_differentiated_as_a_solve():
         return jnp.sum(jnp.sin(_reference(A, b)))
 
     got = jax.jit(jax.grad(ours, argnums=(0, 1)))(A, b)
-    assert tree_allclose(got, jax.grad(reference, argnums=(0, 1))(A, b), rtol=1e-9, atol=1e-12)
+    chex.assert_trees_all_close(
+        got, jax.grad(reference, argnums=(0, 1))(A, b), rtol=1e-9, atol=1e-12
+    )
+
+
+@pytest.mark.parametrize(
+    "solver", [js.linear.LU(), js.linear.QR(), js.linear.CG(rtol=1e-12, atol=0.0)]
+)
+def test_solvers_follow_the_contract_in_a_users_loop(solver):
+    """Direct and iterative solvers alike run from `init`/`step`/`terminate` (the state last)
+    in a jitted `lax.while_loop` and agree with `solve`."""
+    A, b = _system("spd")
+    op = js.linear.MatrixOperator(A)
+    assert isinstance(solver, js.linear.AbstractLinearSolver)
+    assert isinstance(solver, AbstractIterativeSolver)
+
+    @jax.jit
+    def run(b):
+        return jax.lax.while_loop(
+            lambda state: ~solver.terminate(op, b, state)[0],
+            lambda state: solver.step(op, b, state),
+            solver.init(op, b),
+        )
+
+    state = run(b)
+    x = state.x
+    chex.assert_shape(x, b.shape)
+    chex.assert_trees_all_close(x, js.linear.solve(A, b, solver).value, rtol=1e-10, atol=1e-12)
+    done, result = solver.terminate(op, b, state)
+    assert done and result == js.RESULTS.successful
