@@ -48,7 +48,12 @@ from ._minimisers import (
 )
 from ._optax import OptaxMinimizer as OptaxMinimizer
 from ._root import Bisection as Bisection, Broyden as Broyden, Chord as Chord, Newton as Newton
-from ._sinkhorn import SinkhornSolution as SinkhornSolution, sinkhorn as sinkhorn
+from ._sinkhorn import (
+    Sinkhorn as Sinkhorn,
+    SinkhornSolution as SinkhornSolution,
+    SinkhornState as SinkhornState,
+    sinkhorn as sinkhorn,
+)
 from ._solution import Solution as Solution
 from ._solve import (
     fixed_point as fixed_point,

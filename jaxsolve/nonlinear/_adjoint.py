@@ -41,6 +41,16 @@ class ImplicitAdjoint(AbstractAdjoint):
     Hessian or Jacobian) raises when the derivative is computed; with `throw=False` it is not
     checked.
 
+    **Example:**
+
+    ```python
+    loss = lambda w, lam: jnp.sum((w - 1.0) ** 2) + lam * jnp.sum(w**2)
+    adjoint = js.nonlinear.ImplicitAdjoint(linear_solver=js.linear.CG(rtol=1e-6, atol=0.0))
+    w = lambda lam: js.nonlinear.minimize(loss, js.nonlinear.BFGS(), jnp.zeros(2), lam,
+                                          adjoint=adjoint).value
+    print(jax.grad(lambda lam: w(lam).sum())(0.5))  # d/dlam 2 / (1 + lam) = -8/9
+    ```
+
     Reference: Blondel et al., "Efficient and Modular Implicit Differentiation", NeurIPS 2022.
     """
 

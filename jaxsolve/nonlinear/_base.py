@@ -28,6 +28,30 @@ class AbstractNonlinearSolver(AbstractIterativeSolver):
     """A solver of one of the nonlinear problems (root, fixed point, minimum, least squares).
 
     Concrete solvers declare `rtol` and `atol` (array-valued float fields).
+
+    **Example:**
+
+    ```python
+    # Drive a solver's init / step / terminate in your own jitted loop (on a flat 1-D array).
+    fn, options = (lambda y, a: y**3 - a), {"loop_kind": "lax"}
+    solver = js.nonlinear.Newton()
+
+
+    @jax.jit
+    def cube_root(a):
+        def body(carry):
+            y, state, _ = carry
+            y, state = solver.step(fn, y, a, options, state)
+            done, result = solver.terminate(fn, y, a, options, state)
+            return y, state, done
+
+        y0 = jnp.ones(1)
+        carry = (y0, solver.init(fn, y0, a, options), jnp.array(False))
+        return jax.lax.while_loop(lambda carry: ~carry[2], body, carry)[0]
+
+
+    print(cube_root(2.0))  # [1.2599]
+    ```
     """
 
     rtol: eqx.AbstractVar[Array]
@@ -47,16 +71,44 @@ class AbstractNonlinearSolver(AbstractIterativeSolver):
 
 
 class AbstractRootFinder(AbstractNonlinearSolver):
-    """Finds `y` with `fn(y, args) == 0` (`fn` maps y to an array of the same shape)."""
+    """Finds `y` with `fn(y, args) == 0` (`fn` maps y to an array of the same shape).
+
+    **Example:**
+
+    ```python
+    solver = js.nonlinear.Broyden()
+    assert isinstance(solver, js.nonlinear.AbstractRootFinder)
+    fn = lambda y, _: {"x": y["x"] - jnp.cos(y["z"]), "z": y["z"] - 0.5 * y["x"]}
+    print(js.nonlinear.root_find(fn, solver, {"x": 0.0, "z": 0.0}).value)  # pytrees work
+    ```
+    """
 
 
 class AbstractFixedPointSolver(AbstractNonlinearSolver):
-    """Finds `y` with `fn(y, args) == y`."""
+    """Finds `y` with `fn(y, args) == y`.
+
+    **Example:**
+
+    ```python
+    solver = js.nonlinear.FixedPointIteration(damping=0.5)
+    assert isinstance(solver, js.nonlinear.AbstractFixedPointSolver)
+    print(js.nonlinear.fixed_point(lambda x, _: jnp.cos(x), solver, jnp.array(0.0)).value)  # 0.739
+    ```
+    """
 
 
 class AbstractMinimiser(AbstractNonlinearSolver):
     """Finds a (local) minimiser of the scalar `fn(y, args)`; unconstrained, so the optimality
-    condition used for implicit differentiation is `grad fn(y, args) == 0`."""
+    condition used for implicit differentiation is `grad fn(y, args) == 0`.
+
+    **Example:**
+
+    ```python
+    solver = js.nonlinear.BFGS()
+    assert isinstance(solver, js.nonlinear.AbstractMinimiser)
+    print(js.nonlinear.minimize(lambda y, c: jnp.sum((y - c) ** 2), solver, jnp.zeros(2), 3.0).value)
+    ```
+    """
 
 
 class AbstractConstrainedMinimiser(AbstractMinimiser):
@@ -64,10 +116,30 @@ class AbstractConstrainedMinimiser(AbstractMinimiser):
 
     Its optimality condition, used for implicit differentiation, is the projected-gradient fixed
     point `y == constraint.project(y - grad fn(y, args))`.
+
+    **Example:**
+
+    ```python
+    solver = js.nonlinear.ProjectedGradient(js.nonlinear.Box(0.0, 1.0))
+    assert isinstance(solver, js.nonlinear.AbstractConstrainedMinimiser)
+    fn = lambda y, _: jnp.sum((y - 2.0) ** 2)
+    print(js.nonlinear.minimize(fn, solver, jnp.zeros(2)).value)  # [1, 1], on the box's face
+    ```
     """
 
     constraint: eqx.AbstractVar[Any]
 
 
 class AbstractLeastSquaresSolver(AbstractNonlinearSolver):
-    """Minimises `0.5 * ||fn(y, args)||^2` where `fn` returns a residual vector."""
+    """Minimises `0.5 * ||fn(y, args)||^2` where `fn` returns a residual vector.
+
+    **Example:**
+
+    ```python
+    solver = js.nonlinear.GaussNewton()
+    assert isinstance(solver, js.nonlinear.AbstractLeastSquaresSolver)
+    t = jnp.linspace(0.0, 1.0, 10)
+    residuals = lambda p, _: p[0] + p[1] * t - (1.0 + 2.0 * t)
+    print(js.nonlinear.least_squares(residuals, solver, jnp.zeros(2)).value)  # [1, 2]
+    ```
+    """

@@ -12,6 +12,14 @@ from ._base import AbstractConstrainedMinimiser, hyperparameter
 from ._constraints import AbstractConstraint
 
 
+def _check_constraint(constraint):
+    if not isinstance(constraint, AbstractConstraint):
+        raise TypeError(
+            "`constraint` must be an AbstractConstraint (Simplex, Box, Ball), got "
+            f"{type(constraint).__name__}"
+        )
+
+
 class ProjectedGradientState(NamedTuple):
     f: Array
     grad: Array
@@ -32,6 +40,17 @@ class ProjectedGradient(AbstractConstrainedMinimiser):
     **Arguments:** `constraint` (`Simplex`, `Box`, `Ball`, or any `AbstractConstraint`),
     `learning_rate` (default 1.0), `rtol`, `atol`, `max_backtracks` (Python int, default 30).
 
+    **Example:**
+
+    ```python
+    solver = js.nonlinear.ProjectedGradient(js.nonlinear.Box(lower=0.0, upper=1.0))
+    fn = lambda y, target: jnp.sum((y - target) ** 2)
+    target = jnp.array([-1.0, 0.5, 2.0])
+    print(js.nonlinear.minimize(fn, solver, jnp.zeros(3), target).value)  # [0, 0.5, 1]
+    # gradients by the implicit function theorem at the projected-gradient fixed point
+    print(jax.grad(lambda t: js.nonlinear.minimize(fn, solver, jnp.zeros(3), t).value[1])(target))
+    ```
+
     Reference: Beck & Teboulle, "A fast iterative shrinkage-thresholding algorithm", SIAM J.
     Imaging Sci. 2009 (the backtracking rule); Nesterov, *Introductory Lectures*, §2.2.
     """
@@ -43,10 +62,7 @@ class ProjectedGradient(AbstractConstrainedMinimiser):
     max_backtracks: int = eqx.field(static=True, default=30)
 
     def __check_init__(self):
-        if not isinstance(self.constraint, AbstractConstraint):
-            raise TypeError(
-                f"`constraint` must be an AbstractConstraint (Simplex, Box, Ball), got {type(self.constraint).__name__}"
-            )
+        _check_constraint(self.constraint)
 
     def init(self, fn, y, args, options):
         f, grad = jax.value_and_grad(fn)(y, args)
@@ -113,6 +129,15 @@ class FrankWolfe(AbstractConstrainedMinimiser):
     **Arguments:** `constraint` (`Simplex`, `Box`, `Ball`), `step_size`, `rtol`, `atol`,
     `max_backtracks` (Python int, default 30).
 
+    **Example:**
+
+    ```python
+    solver = js.nonlinear.FrankWolfe(js.nonlinear.Simplex(), step_size="line_search")
+    fn = lambda p, c: jnp.vdot(p, c) + 0.5 * jnp.sum(p**2)
+    sol = js.nonlinear.minimize(fn, solver, jnp.full(3, 1 / 3), jnp.array([0.2, 0.0, 0.1]))
+    print(sol.value, sol.value.sum())  # a point of the simplex
+    ```
+
     References: Frank & Wolfe, "An algorithm for quadratic programming", Naval Res. Logist. 1956;
     Jaggi, "Revisiting Frank-Wolfe: projection-free sparse convex optimization", ICML 2013;
     Pedregosa, Negiar, Askari & Jaggi, "Linearly convergent Frank-Wolfe with backtracking
@@ -126,10 +151,7 @@ class FrankWolfe(AbstractConstrainedMinimiser):
     max_backtracks: int = eqx.field(static=True, default=30)
 
     def __check_init__(self):
-        if not isinstance(self.constraint, AbstractConstraint):
-            raise TypeError(
-                f"`constraint` must be an AbstractConstraint (Simplex, Box, Ball), got {type(self.constraint).__name__}"
-            )
+        _check_constraint(self.constraint)
         check_option("step_size", self.step_size, ("open_loop", "line_search"))
 
     def init(self, fn, y, args, options):

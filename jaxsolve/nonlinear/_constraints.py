@@ -13,7 +13,24 @@ from ._base import hyperparameter
 
 
 class AbstractConstraint(eqx.Module):
-    """A closed convex set with a projection and a linear minimisation oracle."""
+    """A closed convex set with a projection and a linear minimisation oracle.
+
+    **Example:**
+
+    ```python
+    class NonNegative(js.nonlinear.AbstractConstraint):
+        def project(self, y):
+            return jnp.maximum(y, 0.0)
+
+        def linear_minimizer(self, grad):
+            raise NotImplementedError("unbounded: use ProjectedGradient, not FrankWolfe")
+
+
+    fn = lambda y, _: jnp.sum((y - jnp.array([-1.0, 1.0])) ** 2)
+    solver = js.nonlinear.ProjectedGradient(NonNegative())
+    print(js.nonlinear.minimize(fn, solver, jnp.ones(2)).value)  # [0, 1]
+    ```
+    """
 
     @abc.abstractmethod
     def project(self, y: Array) -> Array:
@@ -29,6 +46,16 @@ class Simplex(AbstractConstraint):
 
     Projection by sorting (Held, Wolfe & Crowder 1974; Duchi et al., "Efficient projections onto
     the l1-ball for learning in high dimensions", ICML 2008).
+
+    **Example:**
+
+    ```python
+    simplex = js.nonlinear.Simplex(scale=1.0)
+    print(simplex.project(jnp.array([0.5, 0.8, -0.3])))  # [0.35, 0.65, 0]
+    fn = lambda p, c: jnp.vdot(p, c) + 0.1 * jnp.sum(p**2)
+    solver = js.nonlinear.ProjectedGradient(simplex)
+    print(js.nonlinear.minimize(fn, solver, jnp.full(3, 1 / 3), jnp.array([1.0, 0.0, 2.0])).value)
+    ```
     """
 
     scale: Array = hyperparameter(1.0)
@@ -50,7 +77,17 @@ class Simplex(AbstractConstraint):
 
 
 class Box(AbstractConstraint):
-    """The box {lower <= y <= upper} (scalars or arrays of y's shape)."""
+    """The box {lower <= y <= upper} (scalars or arrays of y's shape).
+
+    **Example:**
+
+    ```python
+    box = js.nonlinear.Box(lower=0.0, upper=1.0)
+    print(box.project(jnp.array([-0.5, 0.3, 1.7])))  # [0, 0.3, 1]
+    solver = js.nonlinear.ProjectedGradient(box)
+    print(js.nonlinear.minimize(lambda y, _: jnp.sum((y - 2.0) ** 2), solver, jnp.zeros(2)).value)
+    ```
+    """
 
     lower: Array = hyperparameter()
     upper: Array = hyperparameter()
@@ -69,7 +106,17 @@ class Box(AbstractConstraint):
 
 
 class Ball(AbstractConstraint):
-    """The Euclidean ball {|y - center|_2 <= radius} (center 0 by default)."""
+    """The Euclidean ball {|y - center|_2 <= radius} (center 0 by default).
+
+    **Example:**
+
+    ```python
+    ball = js.nonlinear.Ball(radius=1.0)
+    print(ball.project(jnp.array([3.0, 4.0])))  # [0.6, 0.8]
+    solver = js.nonlinear.FrankWolfe(ball)
+    print(js.nonlinear.minimize(lambda y, _: jnp.sum((y - 2.0) ** 2), solver, jnp.zeros(2)).value)
+    ```
+    """
 
     radius: Array = hyperparameter(1.0)
     center: Array = hyperparameter(0.0)

@@ -45,13 +45,20 @@ class DEQ(eqx.Module):
     **Example:**
 
     ```python
+    import equinox as eqx
+
+
     class Cell(eqx.Module):
         linear: eqx.nn.Linear
-        def __call__(self, z, x):
-            return jnp.tanh(self.linear(z) + x)
 
-    deq = js.nonlinear.DEQ(Cell(eqx.nn.Linear(16, 16, key=key)), latent_shape=(16,))
-    z = deq(x)   # x of shape (16,); jax.grad works through it
+        def __call__(self, z, x):
+            return jnp.tanh(0.5 * self.linear(z) + x)
+
+
+    key, x = jax.random.PRNGKey(0), jnp.ones(8)
+    deq = js.nonlinear.DEQ(Cell(eqx.nn.Linear(8, 8, key=key)), latent_shape=(8,))
+    z = deq(x)  # the equilibrium z = cell(z, x)
+    grads = eqx.filter_grad(lambda deq: jnp.sum(deq(x) ** 2))(deq)  # implicit, not unrolled
     ```
 
     Reference: Bai, Kolter & Koltun, "Deep Equilibrium Models", NeurIPS 2019.

@@ -24,7 +24,25 @@ from .._core import check_option
 
 
 class AbstractDescent(eqx.Module):
-    """A rule for the search direction of a line-search minimiser."""
+    """A rule for the search direction of a line-search minimiser.
+
+    **Example:**
+
+    ```python
+    H = jnp.diag(jnp.array([1.0, 10.0]))  # f(y) = y^T H y / 2
+    descent = js.nonlinear.BFGSDescent()
+    y = jnp.array([1.0, 1.0])
+    grad = H @ y
+    state = descent.init(y, grad)
+    for _ in range(2):
+        direction, state = descent.direction(grad, state)
+        s = -(grad @ direction) / (direction @ H @ direction) * direction  # exact line search
+        y = y + s
+        state = descent.update(s, H @ y - grad, H @ y, state)
+        grad = H @ y
+    print(y)  # ~[0, 0]: BFGS is exact in 2 steps on a 2-D quadratic
+    ```
+    """
 
     @abc.abstractmethod
     def init(self, y: Array, grad: Array) -> Any:
@@ -40,7 +58,15 @@ class AbstractDescent(eqx.Module):
 
 
 class SteepestDescent(AbstractDescent):
-    """d = -grad."""
+    """d = -grad.
+
+    **Example:**
+
+    ```python
+    descent = js.nonlinear.SteepestDescent()  # stateless: d = -grad
+    print(descent.direction(jnp.array([1.0, -2.0]), descent.init(jnp.zeros(2), None))[0])
+    ```
+    """
 
     def init(self, y, grad):
         return None
@@ -61,6 +87,15 @@ class NonlinearCGDescent(AbstractDescent):
     `method`: `"polak_ribiere"` (PR+, default), `"fletcher_reeves"`, `"hestenes_stiefel"` or
     `"dai_yuan"`. Reference: Hager & Zhang, "A survey of nonlinear conjugate gradient methods",
     Pacific J. Optim. 2006.
+
+    **Example:**
+
+    ```python
+    descent = js.nonlinear.NonlinearCGDescent(method="fletcher_reeves")
+    grad = jnp.array([1.0, 10.0])
+    direction, state = descent.direction(grad, descent.init(jnp.zeros(2), grad))
+    print(direction)  # -grad at the start; AbstractDescent's example runs a whole loop
+    ```
     """
 
     method: Literal["polak_ribiere", "fletcher_reeves", "hestenes_stiefel", "dai_yuan"] = eqx.field(
@@ -105,6 +140,15 @@ class BFGSDescent(AbstractDescent):
 
     The first update rescales the identity by s'y / y'y (Nocedal & Wright, eq. 6.20); an update
     with non-positive curvature s'y is skipped.
+
+    **Example:**
+
+    ```python
+    descent = js.nonlinear.BFGSDescent()
+    grad = jnp.array([1.0, 10.0])
+    direction, state = descent.direction(grad, descent.init(jnp.zeros(2), grad))
+    print(direction)  # -grad at the start; AbstractDescent's example runs a whole loop
+    ```
     """
 
     def init(self, y, grad):
@@ -136,6 +180,15 @@ class BFGSDescent(AbstractDescent):
 class LBFGSDescent(AbstractDescent):
     """The L-BFGS two-loop recursion over the last `history_size` (s, y) pairs, with the initial
     inverse Hessian gamma I, gamma = s'y / y'y of the newest pair.
+
+    **Example:**
+
+    ```python
+    descent = js.nonlinear.LBFGSDescent(history_size=5)
+    grad = jnp.array([1.0, 10.0])
+    direction, state = descent.direction(grad, descent.init(jnp.zeros(2), grad))
+    print(direction)  # -grad at the start; AbstractDescent's example runs a whole loop
+    ```
 
     Reference: Nocedal, "Updating quasi-Newton matrices with limited storage", Math. Comp. 1980.
     """

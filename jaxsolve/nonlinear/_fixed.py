@@ -41,6 +41,15 @@ class FixedPointIteration(AbstractFixedPointSolver):
     """Plain (Picard) iteration y <- f(y), optionally damped: y <- (1 - damping) y + damping f(y).
 
     **Arguments:** `rtol`, `atol`, `damping` (default 1.0). Converges when f is a contraction.
+
+    **Example:**
+
+    ```python
+    solver = js.nonlinear.FixedPointIteration(damping=0.5)
+    sol = js.nonlinear.fixed_point(lambda x, t: jnp.cos(x) + t, solver, jnp.array(0.0), 0.1)
+    print(sol.value, jax.grad(lambda t: js.nonlinear.fixed_point(
+        lambda x, t: jnp.cos(x) + t, solver, jnp.array(0.0), t).value)(0.1))
+    ```
     """
 
     rtol: Array = hyperparameter(1e-6)
@@ -76,6 +85,16 @@ class Anderson(AbstractFixedPointSolver):
 
     **Arguments:** `rtol`, `atol`, `history_size` (Python int, default 5), `mixing` (default
     1.0), `regularisation` (default 1e-10, relative to the residuals' scale).
+
+    **Example:**
+
+    ```python
+    W = 0.5 * jax.random.normal(jax.random.PRNGKey(0), (8, 8)) / jnp.sqrt(8.0)
+    cell = lambda z, x: jnp.tanh(W @ z + x)  # a contraction in z
+    solver = js.nonlinear.Anderson(history_size=5)
+    sol = js.nonlinear.fixed_point(cell, solver, jnp.zeros(8), jnp.ones(8))
+    print(sol.stats["num_steps"], jnp.max(jnp.abs(cell(sol.value, jnp.ones(8)) - sol.value)))
+    ```
 
     References: Anderson, "Iterative procedures for nonlinear integral equations", JACM 1965;
     Walker & Ni, "Anderson acceleration for fixed-point iterations", SINUM 2011.

@@ -89,6 +89,16 @@ class GaussNewton(AbstractLeastSquaresSolver):
     **Arguments:** `rtol`, `atol`. Fast near a zero- or small-residual solution; undamped, so
     start it close enough (or use `LevenbergMarquardt`).
 
+    **Example:**
+
+    ```python
+    t = jnp.linspace(0.0, 1.0, 20)
+    data = 2.0 * jnp.exp(-1.5 * t)
+    residuals = lambda p, data: p[0] * jnp.exp(-p[1] * t) - data
+    sol = js.nonlinear.least_squares(residuals, js.nonlinear.GaussNewton(), jnp.array([1.0, 1.0]), data)
+    print(sol.value)  # [2, 1.5]
+    ```
+
     Reference: Nocedal & Wright, *Numerical Optimization*, 2nd ed., §10.3.
     """
 
@@ -124,6 +134,14 @@ class LevenbergMarquardt(AbstractLeastSquaresSolver):
 
     **Arguments:** `rtol`, `atol`, `initial_damping` (tau: lambda_0 = tau * max diag(J'J),
     default 1e-3).
+
+    **Example:**
+
+    ```python
+    rosenbrock = lambda y, _: jnp.stack([10 * (y[1] - y[0] ** 2), 1 - y[0]])
+    solver = js.nonlinear.LevenbergMarquardt(initial_damping=1e-3)
+    print(js.nonlinear.least_squares(rosenbrock, solver, jnp.array([-1.2, 1.0])).value)  # [1, 1]
+    ```
 
     References: Levenberg 1944; Marquardt 1963; Nielsen, "Damping parameter in Marquardt's
     method", IMM DTU report 1999; Madsen, Nielsen & Tingleff, *Methods for Non-Linear Least

@@ -24,7 +24,17 @@ from ._base import hyperparameter
 
 class LineSearchResult(NamedTuple):
     """The accepted step: its size, the new point, its value and gradient, whether the search
-    succeeded, and how many function evaluations it used."""
+    succeeded, and how many function evaluations it used.
+
+    **Example:**
+
+    ```python
+    vg = jax.value_and_grad(lambda y: jnp.sum(y**2))
+    y = jnp.ones(2)
+    out = js.nonlinear.StrongWolfe().search(vg, y, *vg(y), -y, jnp.array(1.0), {"loop_kind": "lax"})
+    print(out.step_size, out.y, out.ok, out.num_evals)
+    ```
+    """
 
     step_size: Array
     y: Array
@@ -40,6 +50,17 @@ class AbstractLineSearch(eqx.Module):
     `search(value_and_grad, y, f, grad, direction, initial_step, options)` gets
     `value_and_grad(y) -> (f, grad)` on 1-D arrays, the current point with its value and
     gradient, a descent direction and the first trial step, and returns a `LineSearchResult`.
+
+    **Example:**
+
+    ```python
+    value_and_grad = jax.value_and_grad(lambda y: jnp.sum(y**2))
+    y = jnp.array([1.0, -2.0])
+    f, grad = value_and_grad(y)
+    search = js.nonlinear.BacktrackingArmijo()
+    out = search.search(value_and_grad, y, f, grad, -grad, jnp.array(1.0), {"loop_kind": "lax"})
+    print(out.step_size, out.y, out.ok)  # a search returns a LineSearchResult
+    ```
     """
 
     @abc.abstractmethod
@@ -62,6 +83,14 @@ class BacktrackingArmijo(AbstractLineSearch):
 
     **Arguments:** `decrease` (the Armijo constant c1, default 1e-4), `shrink` (default 0.5),
     `max_steps` (a Python int, default 40).
+
+    **Example:**
+
+    ```python
+    rosenbrock = lambda y, _: (1 - y[0]) ** 2 + 100 * (y[1] - y[0] ** 2) ** 2
+    solver = js.nonlinear.LBFGS(search=js.nonlinear.BacktrackingArmijo(decrease=1e-4, shrink=0.5))
+    print(js.nonlinear.minimize(rosenbrock, solver, jnp.zeros(2)).value)  # ~[1, 1]
+    ```
 
     Reference: Armijo, "Minimization of functions having Lipschitz continuous first partial
     derivatives", Pacific J. Math. 1966.
@@ -119,6 +148,13 @@ class StrongWolfe(AbstractLineSearch):
 
     **Arguments:** `c1` (default 1e-4), `c2` (default 0.9; use 0.1 for nonlinear CG),
     `expand` (default 2.0), `max_steps` (a Python int, default 30).
+
+    **Example:**
+
+    ```python
+    solver = js.nonlinear.BFGS(search=js.nonlinear.StrongWolfe(c1=1e-4, c2=0.5))
+    print(js.nonlinear.minimize(lambda y, _: jnp.sum((y - 1.0) ** 2), solver, jnp.zeros(3)).value)
+    ```
 
     Reference: Nocedal & Wright, *Numerical Optimization*, 2nd ed., 2006, Algorithms 3.5-3.6.
     """

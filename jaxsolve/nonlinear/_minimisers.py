@@ -142,7 +142,13 @@ class GradientDescent(AbstractMinimiser):
     **Arguments:** `learning_rate` (default 1e-2), `rtol`, `atol` (the stopping tests of the
     module docstring). All three are array fields: new values do not recompile.
 
-    **Example:** `js.nonlinear.minimize(f, js.nonlinear.GradientDescent(learning_rate=0.1), y0)`.
+    **Example:**
+
+    ```python
+    fn = lambda y, c: 0.5 * jnp.sum((y - c) ** 2)
+    solver = js.nonlinear.GradientDescent(learning_rate=0.5)
+    print(js.nonlinear.minimize(fn, solver, jnp.zeros(3), jnp.arange(3.0)).value)  # [0, 1, 2]
+    ```
 
     Reference: Cauchy, "Méthode générale pour la résolution des systèmes d'équations
     simultanées", 1847.
@@ -170,6 +176,14 @@ class NonlinearCG(AbstractMinimiser):
 
     **Arguments:** `rtol`, `atol`, `method` (`"polak_ribiere"` default, `"fletcher_reeves"`,
     `"hestenes_stiefel"`, `"dai_yuan"`), `search` (an `AbstractLineSearch`).
+
+    **Example:**
+
+    ```python
+    rosenbrock = lambda y, _: jnp.sum(100 * (y[1:] - y[:-1] ** 2) ** 2 + (1 - y[:-1]) ** 2)
+    sol = js.nonlinear.minimize(rosenbrock, js.nonlinear.NonlinearCG(rtol=1e-5, atol=1e-5, method="polak_ribiere"), jnp.zeros(4), max_steps=1000)
+    print(sol.value, sol.stats["num_steps"])  # ~[1, 1, 1, 1]
+    ```
 
     Reference: Polak & Ribière 1969; Fletcher & Reeves, "Function minimization by conjugate
     gradients", Comput. J. 1964.
@@ -202,6 +216,14 @@ class BFGS(AbstractMinimiser):
     **Arguments:** `rtol`, `atol`, `search` (default `StrongWolfe()`; `BacktrackingArmijo()`
     also works).
 
+    **Example:**
+
+    ```python
+    rosenbrock = lambda y, _: jnp.sum(100 * (y[1:] - y[:-1] ** 2) ** 2 + (1 - y[:-1]) ** 2)
+    sol = js.nonlinear.minimize(rosenbrock, js.nonlinear.BFGS(rtol=1e-5, atol=1e-5), jnp.zeros(4), max_steps=256)
+    print(sol.value, sol.stats["num_steps"])  # ~[1, 1, 1, 1]
+    ```
+
     Reference: Broyden, Fletcher, Goldfarb, Shanno (1970); Nocedal & Wright, Algorithm 6.1.
     """
 
@@ -224,6 +246,14 @@ class LBFGS(AbstractMinimiser):
 
     **Arguments:** `rtol`, `atol`, `history_size` (a Python int, default 10), `search`
     (default `StrongWolfe()`).
+
+    **Example:**
+
+    ```python
+    rosenbrock = lambda y, _: jnp.sum(100 * (y[1:] - y[:-1] ** 2) ** 2 + (1 - y[:-1]) ** 2)
+    sol = js.nonlinear.minimize(rosenbrock, js.nonlinear.LBFGS(rtol=1e-5, atol=1e-5, history_size=5), jnp.zeros(4), max_steps=256)
+    print(sol.value, sol.stats["num_steps"])  # ~[1, 1, 1, 1]
+    ```
 
     Reference: Liu & Nocedal, "On the limited memory BFGS method for large scale optimization",
     Math. Programming 1989.

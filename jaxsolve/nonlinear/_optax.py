@@ -58,12 +58,18 @@ class OptaxMinimizer(AbstractMinimiser):
     **Example:**
 
     ```python
-    minimize(f, OptaxMinimizer(optax.adam(1e-2), rtol=1e-5, atol=1e-5), y0)
+    import optax
 
-    adam = optax.inject_hyperparams(optax.adam)(learning_rate=1e-2)   # built once
-    run = eqx.filter_jit(lambda lr: minimize(f, OptaxMinimizer(adam, hyperparams={
-        "learning_rate": lr}), y0).value)
-    run(1e-2); run(3e-2)   # one compilation
+    fn = lambda y, c: jnp.sum((y - c) ** 2)
+    solver = js.nonlinear.OptaxMinimizer(optax.adam(0.1), rtol=1e-4, atol=1e-4)
+    print(js.nonlinear.minimize(fn, solver, jnp.zeros(2), 1.0, max_steps=1000).value)  # ~[1, 1]
+
+    # A learning rate in `hyperparams` is an array: a new value does not recompile.
+    adam = optax.inject_hyperparams(optax.adam)(learning_rate=0.1)
+    run = jax.jit(lambda lr: js.nonlinear.minimize(
+        fn, js.nonlinear.OptaxMinimizer(adam, hyperparams={"learning_rate": lr}), jnp.zeros(2), 1.0,
+        max_steps=1000, throw=False).value)
+    print(run(0.1), run(0.05))
     ```
     """
 

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
-from .._core import RESULTS
+from .._core import RESULTS, is_concrete
 from ._base import AbstractRootFinder, hyperparameter
 from ._termination import GrowthMonitor, failure_result
 
@@ -80,7 +80,13 @@ class Newton(AbstractRootFinder):
 
     **Arguments:** `rtol`, `atol` (see the module docstring).
 
-    **Example:** `js.nonlinear.root_find(lambda x, a: x**3 - a, js.nonlinear.Newton(), 1.0, 2.0)`.
+    **Example:**
+
+    ```python
+    fn = lambda y, a: jnp.array([y[0] ** 2 + y[1] ** 2 - a, y[0] - y[1]])
+    sol = js.nonlinear.root_find(fn, js.nonlinear.Newton(), jnp.array([1.0, 0.5]), 2.0)
+    print(sol.value, sol.stats["num_steps"])  # [1, 1]
+    ```
 
     Reference: Kelley, *Solving Nonlinear Equations with Newton's Method*, SIAM 2003.
     """
@@ -104,6 +110,14 @@ class Chord(AbstractRootFinder):
     """The chord method: Newton with the Jacobian at `y0` inverted once and reused.
 
     **Arguments:** `rtol`, `atol`. Converges linearly; cheap per step.
+
+    **Example:**
+
+    ```python
+    fn = lambda y, a: y - a * jnp.cos(y)
+    sol = js.nonlinear.root_find(fn, js.nonlinear.Chord(), jnp.zeros(3), jnp.array([0.1, 0.5, 1.0]))
+    print(sol.value)  # the Jacobian is factorised once, at y0
+    ```
 
     Reference: Kelley, *Solving Nonlinear Equations with Newton's Method*, SIAM 2003, §2.3.
     """
@@ -129,6 +143,14 @@ class Broyden(AbstractRootFinder):
     the exact inverse Jacobian at `y0`. One function evaluation per step, no Jacobians after init.
 
     **Arguments:** `rtol`, `atol`.
+
+    **Example:**
+
+    ```python
+    fn = lambda y, a: jnp.tanh(y) + y - a
+    sol = js.nonlinear.root_find(fn, js.nonlinear.Broyden(), jnp.zeros(2), jnp.array([0.5, 1.0]))
+    print(sol.value)  # no Jacobian evaluations after the first
+    ```
 
     Reference: Broyden, "A class of methods for solving nonlinear simultaneous equations",
     Math. Comp. 1965.
@@ -170,7 +192,12 @@ class Bisection(AbstractRootFinder):
     ends with `RESULTS.nonconvergence`), `rtol`, `atol` (stop when the bracket is narrower than
     `atol + rtol |y|`, or `fn(y) == 0`). All are array fields.
 
-    **Example:** `root_find(lambda x, _: x**2 - 2, Bisection(lower=0.0, upper=2.0), 1.0)`.
+    **Example:**
+
+    ```python
+    solver = js.nonlinear.Bisection(lower=0.0, upper=2.0)
+    print(js.nonlinear.root_find(lambda x, _: x**2 - 2.0, solver, 1.0).value)  # 1.41421
+    ```
     """
 
     lower: Array = hyperparameter()
@@ -184,9 +211,7 @@ class Bisection(AbstractRootFinder):
                 raise ValueError(f"Bisection needs the bracket: pass `{name}=`")
             if jnp.shape(getattr(self, name)) != ():
                 raise ValueError(f"Bisection's `{name}` must be a scalar")
-        if not isinstance(self.lower, jax.core.Tracer) and not isinstance(
-            self.upper, jax.core.Tracer
-        ):
+        if is_concrete(self.lower) and is_concrete(self.upper):
             if not float(self.lower) < float(self.upper):
                 raise ValueError(
                     f"Bisection needs `lower` < `upper`, got {float(self.lower)}, {float(self.upper)}"

@@ -7,27 +7,30 @@ Potentials (f, g) define the plan P_ij = exp((f_i + g_j - C_ij) / eps). One Sink
     g <- eps log b - eps logsumexp_i((f_i - C_ij) / eps)
 
 after which the column marginals of P are exact; the solve stops when the row marginals are
-within `threshold` in the l1 norm. Potentials are defined up to f + c, g - c; we fix the gauge
+within `threshold` in the l1 norm. `Sinkhorn` is the solver (init/step/terminate, for a user's
+own loop); `sinkhorn` the entry point that runs it and differentiates the solution. Potentials are defined up to f + c, g - c; we fix the gauge
 <a, f> = <b, g>, and add that gauge condition to the optimality function so that the
 implicit-function-theorem system is nonsingular.
 """
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.scipy.special import logsumexp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
 from .._core import (
     RESULTS,
+    AbstractIterativeSolver,
     AbstractSolution,
     bounded_while_loop,
     check_floating,
     check_positive,
     check_result,
+    hyperparameter,
+    is_concrete,
 )
 from ._adjoint import AbstractAdjoint, ImplicitAdjoint
 
@@ -43,6 +46,15 @@ class SinkhornSolution(AbstractSolution):
       additive constant).
     - `transport_cost`: <P, C>.
     - `result`: a `RESULTS` item; `stats`: `"num_steps"` (Sinkhorn sweeps), `"marginal_error"`.
+
+    **Example:**
+
+    ```python
+    x = jnp.linspace(0.0, 1.0, 4)
+    cost, a = (x[:, None] - x[None, :]) ** 2, jnp.full(4, 0.25)
+    sol = js.nonlinear.sinkhorn(cost, a, a, 0.1)
+    print(sol.plan.sum(axis=1), sol.reg_ot_cost, sol.stats["num_steps"])
+    ```
     """
 
     plan: Float[Array, "n m"]
@@ -93,6 +105,169 @@ def _optimality(potentials, cost, a, b, epsilon):
     return residual_f, residual_g
 
 
+class SinkhornState(NamedTuple):
+    """The state of `Sinkhorn`.
+
+    - `f`, `g`: the dual potentials in units of epsilon (`f / epsilon`, `g / epsilon`), before
+      the gauge is fixed (`Sinkhorn.extract` returns them in the units of the cost).
+    - `marginal_error`: `sum_i |sum_j P_ij - a_i|` measured during the last step (`inf`
+      before the first).
+    - `num_sweeps`: the Sinkhorn sweeps run so far (`check_every` per step).
+
+    **Example:**
+
+    ```python
+    x = jnp.linspace(0.0, 1.0, 4)
+    cost, a = (x[:, None] - x[None, :]) ** 2, jnp.full(4, 0.25)
+    solver = js.nonlinear.Sinkhorn(epsilon=0.1)
+    state = solver.step(cost, a, a, solver.init(cost, a, a))
+    print(state.marginal_error, state.num_sweeps)  # after check_every = 10 sweeps
+    ```
+    """
+
+    f: Float[Array, " n"]
+    g: Float[Array, " m"]
+    marginal_error: Float[Array, ""]
+    num_sweeps: Int[Array, ""]
+
+
+class Sinkhorn(AbstractIterativeSolver):
+    """Sinkhorn's algorithm in the log domain, as a solver: `init`, `step`, `terminate`.
+
+    `jaxsolve.nonlinear.sinkhorn` runs it and differentiates the result; use the solver
+    directly to drive the sweeps in your own jitted loop (warm starts, logging, a schedule on
+    epsilon between calls).
+
+    **Arguments:**
+
+    - `epsilon`: the entropic regularisation (> 0), in the units of the cost.
+    - `threshold`: stop when the rows of the plan miss `a` by at most this, in the l1 norm.
+    - `check_every`: Sinkhorn sweeps per `step` (a static Python int); the marginal error is
+      read off the last sweep of each step at no extra cost.
+
+    `epsilon` and `threshold` are array fields: a new value does not recompile.
+
+    **Methods** (the state last, as every jaxsolve solver):
+
+    - `init(cost, a, b) -> SinkhornState`: zero potentials.
+    - `step(cost, a, b, state) -> SinkhornState`: `check_every` sweeps.
+    - `terminate(cost, a, b, state) -> (done, result)`: done once the marginal error is at
+      most `threshold` (`RESULTS.successful`) or is NaN (`RESULTS.nonfinite`).
+    - `extract(cost, a, b, state) -> (f, g)`: the potentials, gauge `<a, f> = <b, g>`.
+    - `solution(cost, a, b, state) -> SinkhornSolution`: what `sinkhorn` would return for
+      that state (without its derivative rule).
+
+    **Example:**
+
+    ```python
+    x = jnp.linspace(0.0, 1.0, 5)
+    cost, a = (x[:, None] - x[None, :]) ** 2, jnp.full(5, 0.2)
+    solver = js.nonlinear.Sinkhorn(epsilon=0.1, threshold=1e-6)
+
+    @jax.jit
+    def run(cost):
+        state = jax.lax.while_loop(
+            lambda s: ~solver.terminate(cost, a, a, s)[0],
+            lambda s: solver.step(cost, a, a, s),
+            solver.init(cost, a, a),
+        )
+        return solver.solution(cost, a, a, state)
+
+    sol = run(cost)  # sol.plan matches js.nonlinear.sinkhorn(cost, a, a, 0.1, threshold=1e-6)
+    ```
+
+    Reference: Cuturi, "Sinkhorn distances", NeurIPS 2013; Peyré & Cuturi, *Computational
+    Optimal Transport*, 2019, §4.4 (log domain).
+    """
+
+    epsilon: Array = hyperparameter()
+    threshold: Array = hyperparameter(1e-3)
+    check_every: int = eqx.field(static=True, default=10)
+
+    def __check_init__(self):
+        check_positive("epsilon", self.epsilon)
+        check_positive("threshold", self.threshold)
+        every = self.check_every
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            raise ValueError(f"`check_every` must be a positive int, got {every!r}")
+
+    def init(self, cost: Float[Array, "n m"], a: Float[Array, " n"], b: Float[Array, " m"]):
+        n, m = jnp.shape(cost)
+        dtype = jnp.result_type(cost)
+        zeros = lambda size: jnp.zeros((size,), dtype)
+        return SinkhornState(zeros(n), zeros(m), jnp.asarray(jnp.inf, dtype), jnp.array(0))
+
+    def step(self, cost, a, b, state: SinkhornState) -> SinkhornState:
+        # Sweep on potentials in units of epsilon against the pre-scaled cost: one division of
+        # the (n, m) matrix per step instead of two per sweep.
+        log_a, log_b = jnp.log(a), jnp.log(b)
+        scaled_cost = cost / self.epsilon
+
+        def sweep(fg):
+            f, g = fg
+            lse_rows = logsumexp(g[None, :] - scaled_cost, axis=1)
+            f = log_a - lse_rows
+            g = log_b - logsumexp(f[:, None] - scaled_cost, axis=0)
+            return (f, g), lse_rows
+
+        fg = lax.fori_loop(0, self.check_every - 1, lambda _, fg: sweep(fg)[0], (state.f, state.g))
+        f_old = fg[0]
+        # The last sweep's row log-sum-exp gives the row marginals of the plan before it:
+        # sum_j P_ij = exp(f_i + lse_i). The error check costs no extra pass.
+        (f, g), lse_rows = sweep(fg)
+        error = jnp.sum(jnp.abs(jnp.exp(f_old + lse_rows) - a))
+        return SinkhornState(f, g, error, state.num_sweeps + self.check_every)
+
+    def terminate(self, cost, a, b, state: SinkhornState):
+        error = state.marginal_error
+        # NaN fails every comparison: stop on it rather than sweep on to the step cap.
+        nan = jnp.isnan(error)
+        done = (error <= self.threshold) | nan
+        return done, RESULTS.where(nan, RESULTS.nonfinite, RESULTS.successful)
+
+    def extract(self, cost, a, b, state: SinkhornState):
+        """The potentials `(f, g)` in the units of the cost, gauge `<a, f> = <b, g>`."""
+        return _gauge_shift(self.epsilon * state.f, self.epsilon * state.g, a, b)
+
+    def solution(self, cost, a, b, state: SinkhornState) -> SinkhornSolution:
+        """The `SinkhornSolution` at `state` (as `sinkhorn` builds it, without its adjoint)."""
+        f, g = self.extract(cost, a, b, state)
+        return _solution(self, cost, a, b, f, g, state.marginal_error, state.num_sweeps)
+
+
+def _solution(solver, cost, a, b, f, g, error, num_sweeps) -> SinkhornSolution:
+    epsilon = solver.epsilon
+    plan = jnp.exp((f[:, None] + g[None, :] - cost) / epsilon)
+    finite = jnp.all(jnp.isfinite(f)) & jnp.all(jnp.isfinite(g))
+    result = RESULTS.where(error <= solver.threshold, RESULTS.successful, RESULTS.max_steps_reached)
+    result = RESULTS.where(finite, result, RESULTS.nonfinite)
+    return SinkhornSolution(
+        plan=plan,
+        f=f,
+        g=g,
+        reg_ot_cost=_dual_value(f, g, cost, a, b, epsilon),
+        transport_cost=jnp.sum(plan * cost),
+        result=result,
+        stats={"num_steps": num_sweeps, "marginal_error": error},
+    )
+
+
+def _check_problem(cost, a, b):
+    check_floating("cost", cost)
+    check_floating("a", a)
+    check_floating("b", b)
+    if jnp.ndim(cost) != 2:
+        raise ValueError(f"`cost` must be a 2-D (n, m) array, got shape {jnp.shape(cost)}")
+    n, m = jnp.shape(cost)
+    if jnp.shape(a) != (n,):
+        raise ValueError(f"`a` must have shape (n,) = ({n},) to match `cost`, got {jnp.shape(a)}")
+    if jnp.shape(b) != (m,):
+        raise ValueError(f"`b` must have shape (m,) = ({m},) to match `cost`, got {jnp.shape(b)}")
+    dtypes = {jnp.result_type(x) for x in (cost, a, b)}
+    if len(dtypes) > 1:
+        raise TypeError(f"`cost`, `a` and `b` must share one dtype, got {sorted(map(str, dtypes))}")
+
+
 def sinkhorn(
     cost: Float[Array, "n m"],
     a: Float[Array, " n"],
@@ -129,11 +304,13 @@ def sinkhorn(
     **Example:**
 
     ```python
-    x, y = jax.random.normal(k1, (64, 2)), jax.random.normal(k2, (64, 2))
-    cost = jnp.sum((x[:, None] - y[None]) ** 2, -1)
-    a = b = jnp.full(64, 1 / 64)
-    sol = js.nonlinear.sinkhorn(cost, a, b, 0.05)
-    grad_x = jax.grad(lambda x: js.nonlinear.sinkhorn(cost_fn(x, y), a, b, 0.05).reg_ot_cost)(x)
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    x, y = jax.random.normal(k1, (16, 2)), jax.random.normal(k2, (16, 2))
+    cost_fn = lambda x, y: jnp.sum((x[:, None] - y[None]) ** 2, -1)
+    a = b = jnp.full(16, 1 / 16)
+    sol = js.nonlinear.sinkhorn(cost_fn(x, y), a, b, 0.5)
+    grad_x = jax.grad(lambda x: js.nonlinear.sinkhorn(cost_fn(x, y), a, b, 0.5).reg_ot_cost)(x)
+    print(sol.reg_ot_cost, grad_x.shape)
     ```
 
     References: Cuturi, "Sinkhorn distances", NeurIPS 2013; Peyré & Cuturi, *Computational
@@ -141,25 +318,9 @@ def sinkhorn(
     Implicit Differentiation", NeurIPS 2022 (implicit gradients); Luise et al., "Differential
     properties of Sinkhorn approximation", NeurIPS 2018.
     """
-    check_floating("cost", cost)
-    check_floating("a", a)
-    check_floating("b", b)
-    if jnp.ndim(cost) != 2:
-        raise ValueError(f"`cost` must be a 2-D (n, m) array, got shape {jnp.shape(cost)}")
-    n, m = jnp.shape(cost)
-    if jnp.shape(a) != (n,):
-        raise ValueError(f"`a` must have shape (n,) = ({n},) to match `cost`, got {jnp.shape(a)}")
-    if jnp.shape(b) != (m,):
-        raise ValueError(f"`b` must have shape (m,) = ({m},) to match `cost`, got {jnp.shape(b)}")
-    dtypes = {jnp.result_type(x) for x in (cost, a, b)}
-    if len(dtypes) > 1:
-        raise TypeError(f"`cost`, `a` and `b` must share one dtype, got {sorted(map(str, dtypes))}")
-    check_positive("epsilon", epsilon)
-    check_positive("threshold", threshold)
+    _check_problem(cost, a, b)
     if not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"`max_steps` must be a positive int, got {max_steps!r}")
-    if not isinstance(check_every, int) or check_every < 1:
-        raise ValueError(f"`check_every` must be a positive int, got {check_every!r}")
     if adjoint is not None and not isinstance(adjoint, AbstractAdjoint):
         raise TypeError(f"`adjoint` must be an AbstractAdjoint, got {type(adjoint).__name__}")
     adjoint = ImplicitAdjoint() if adjoint is None else adjoint
@@ -167,72 +328,40 @@ def sinkhorn(
     cost, a, b = (jnp.asarray(x, dtype) for x in (cost, a, b))
     # `epsilon` and `threshold` are used as arrays of the problem's dtype: pass them as JAX
     # arrays to a jitted caller and a new value reuses the compilation. A traced value cannot
-    # be checked above, so it is checked here, at run time.
-    epsilon = jnp.asarray(epsilon, dtype)
-    threshold = jnp.asarray(threshold, dtype)
-    for name, value in (("epsilon", epsilon), ("threshold", threshold)):
-        if isinstance(value, jax.core.Tracer):
+    # be checked eagerly (the solver's own check skips it), so it is checked at run time.
+    solver = Sinkhorn(jnp.asarray(epsilon, dtype), jnp.asarray(threshold, dtype), check_every)
+    for name in ("epsilon", "threshold"):
+        value = getattr(solver, name)
+        if not is_concrete(value):
             cost = eqx.error_if(
                 cost, ~(value > 0) | ~jnp.isfinite(value), f"`{name}` must be finite and > 0"
             )
     num_blocks = -(-max_steps // check_every)
 
-    def primal(potentials, cost, a, b, epsilon):
-        # Iterate on potentials in units of epsilon against the pre-scaled cost: one division
-        # of the (n, m) matrix per solve instead of two per sweep.
-        log_a, log_b = jnp.log(a), jnp.log(b)
-        scaled_cost = cost / epsilon
-
-        def sweep(fg):
-            f, g = fg
-            lse_rows = logsumexp(g[None, :] - scaled_cost, axis=1)
-            f = log_a - lse_rows
-            g = log_b - logsumexp(f[:, None] - scaled_cost, axis=0)
-            return (f, g), lse_rows
-
-        def body(carry):
-            fg, _ = carry
-            fg = lax.fori_loop(0, check_every - 1, lambda _, fg: sweep(fg)[0], fg)
-            f_old = fg[0]
-            # The last sweep's row log-sum-exp gives the row marginals of the plan before it:
-            # sum_j P_ij = exp(f_i + lse_i). The error check costs no extra pass.
-            fg, lse_rows = sweep(fg)
-            return fg, jnp.sum(jnp.abs(jnp.exp(f_old + lse_rows) - a))
-
-        init = (jax.tree.map(lambda p: p / epsilon, potentials), jnp.asarray(jnp.inf, dtype))
+    def primal(potentials, args):
+        # `potentials` is the zero initial guess; the solver starts from zero itself.
+        cost, a, b, epsilon = args
+        # Rebuilt from the traced `epsilon`, so unrolling adjoints differentiate through it.
+        inner = eqx.tree_at(lambda s: s.epsilon, solver, epsilon)
         out = bounded_while_loop(
-            lambda c: ~(c[1] <= threshold),
-            body,
-            init,
+            lambda state: ~inner.terminate(cost, a, b, state)[0],
+            lambda state: inner.step(cost, a, b, state),
+            inner.init(cost, a, b),
             max_steps=num_blocks,
             kind=adjoint.loop_kind,
         )
-        (f, g), error = out.value
-        f, g = _gauge_shift(epsilon * f, epsilon * g, a, b)
-        return (f, g), (error, out.num_steps * check_every)
+        state = out.value
+        return inner.extract(cost, a, b, state), (state.marginal_error, state.num_sweeps)
 
-    zeros = (jnp.zeros((n,), dtype), jnp.zeros((m,), dtype))
-
-    def flat_primal(potentials, args):
-        return primal(potentials, *args)
-
-    def flat_optimality(potentials, args):
+    def optimality(potentials, args):
         return _optimality(potentials, *args)
 
-    (f, g), (error, num_steps) = adjoint.apply(
-        flat_primal, flat_optimality, zeros, (cost, a, b, epsilon), throw=throw
+    n, m = jnp.shape(cost)
+    zeros = (jnp.zeros((n,), dtype), jnp.zeros((m,), dtype))
+    (f, g), (error, num_sweeps) = adjoint.apply(
+        primal, optimality, zeros, (cost, a, b, solver.epsilon), throw=throw
     )
-    plan = jnp.exp((f[:, None] + g[None, :] - cost) / epsilon)
-    finite = jnp.all(jnp.isfinite(f)) & jnp.all(jnp.isfinite(g))
-    result = RESULTS.where(error <= threshold, RESULTS.successful, RESULTS.max_steps_reached)
-    result = RESULTS.where(finite, result, RESULTS.nonfinite)
-    solution = SinkhornSolution(
-        plan=plan,
-        f=f,
-        g=g,
-        reg_ot_cost=_dual_value(f, g, cost, a, b, epsilon),
-        transport_cost=jnp.sum(plan * cost),
-        result=result,
-        stats={"num_steps": num_steps, "marginal_error": error},
+    solution = _solution(solver, cost, a, b, f, g, error, num_sweeps)
+    return check_result(
+        solution, result=solution.result, throw=throw, where="jaxsolve.nonlinear.sinkhorn"
     )
-    return check_result(solution, result, throw, "jaxsolve.nonlinear.sinkhorn")

@@ -14,6 +14,13 @@ class Solution(AbstractSolution):
     - `result`: a `RESULTS` item (`RESULTS.successful` when the solver's test was met).
     - `stats`: a dict with `"num_steps"` (iterations run) and `"max_steps"`.
     - `state`: the solver's final state (flat arrays), e.g. for warm starts.
+
+    **Example:**
+
+    ```python
+    sol = js.nonlinear.root_find(lambda y, _: y**2 - 4.0, js.nonlinear.Newton(), 1.0)
+    print(sol.value, sol.result == js.RESULTS.successful, sol.stats["num_steps"])
+    ```
     """
 
     value: Any

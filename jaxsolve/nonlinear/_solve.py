@@ -22,6 +22,7 @@ from .._core import (
     check_positive,
     check_result,
     check_same_structure,
+    is_concrete,
 )
 from ._adjoint import AbstractAdjoint, ImplicitAdjoint
 from ._base import (
@@ -103,7 +104,7 @@ def _check_tolerances(solver, flat_y0):
         value = getattr(solver, name, None)
         if value is None:
             continue
-        if isinstance(value, jax.core.Tracer):
+        if not is_concrete(value):
             traced.append((name, value))
             continue
         check_positive(f"{type(solver).__name__}.{name}", value, allow_zero=True)
@@ -134,7 +135,8 @@ def _iterate(flat_fn, solver, y0, args, max_steps, loop_kind):
     return y, (result, out.num_steps, state)
 
 
-def _solve(kind, fn, solver, y0, args, max_steps, adjoint, throw, where):
+def _solve(kind, fn, solver, y0, args, max_steps, adjoint, throw):
+    """The body of the four entry points; `kind` is the entry point's name."""
     _validate(kind, fn, solver, y0, args, max_steps, adjoint)
     adjoint = ImplicitAdjoint() if adjoint is None else adjoint
     flat_y0, unravel = ravel_pytree(y0)
@@ -180,7 +182,7 @@ def _solve(kind, fn, solver, y0, args, max_steps, adjoint, throw, where):
     )
     stats = {"num_steps": num_steps, "max_steps": jnp.array(max_steps)}
     solution = Solution(value=unravel(y), result=result, stats=stats, state=state)
-    return check_result(solution, result, throw, where)
+    return check_result(solution, result, throw, f"jaxsolve.nonlinear.{kind}")
 
 
 def _optimality(kind, solver, user_fn) -> Callable:
@@ -207,142 +209,136 @@ def _optimality(kind, solver, user_fn) -> Callable:
     return normal_equations
 
 
-def root_find(
-    fn: Callable,
-    solver: AbstractNonlinearSolver,
-    y0: Any,
-    args: Any = None,
-    *,
-    max_steps: int = 256,
-    adjoint: AbstractAdjoint | None = None,
-    throw: bool = True,
-) -> Solution:
+_COMMON_ARGUMENTS = """\
+- `y0`: the initial guess, a pytree of floating arrays of one dtype.
+- `args`: anything `fn` needs (arrays, equinox modules, functions, static data); the
+  solution is differentiable with respect to its floating-point arrays.
+- `max_steps`: the iteration cap (a Python int); reaching it is
+  `RESULTS.max_steps_reached`.
+- `adjoint`: how gradients flow: `ImplicitAdjoint()` (default; the implicit function
+  theorem, reverse and forward mode, forward iterations never unrolled),
+  `RecursiveCheckpointAdjoint()`, `DirectAdjoint()` or `ForwardMode()` (through the
+  iterations).
+- `throw`: raise on failure (default); with `False`, read `Solution.result`."""
+
+
+def _entry_point(kind: str, doc: str) -> Callable[..., Solution]:
+    """The public function `kind`: one signature and one body for the four entry points,
+    which differ only in the problem `kind` names (validation, the flat function, the
+    optimality condition) and in their docstrings (`doc`, whose `{arguments}` is filled with
+    the arguments they share)."""
+
+    def entry_point(
+        fn: Callable,
+        solver: AbstractNonlinearSolver,
+        y0: Any,
+        args: Any = None,
+        *,
+        max_steps: int = 256,
+        adjoint: AbstractAdjoint | None = None,
+        throw: bool = True,
+    ) -> Solution:
+        return _solve(kind, fn, solver, y0, args, max_steps, adjoint, throw)
+
+    entry_point.__name__ = entry_point.__qualname__ = kind
+    entry_point.__doc__ = doc.format(arguments=_COMMON_ARGUMENTS)
+    return entry_point
+
+
+root_find = _entry_point(
+    "root_find",
     """Find `y` with `fn(y, args) == 0`.
 
-    **Arguments:**
+**Arguments:**
 
-    - `fn`: `fn(y, args)` returning a pytree with the structure and shapes of `y`.
-    - `solver`: a root finder: `Newton`, `Chord`, `Broyden`, `Bisection`.
-    - `y0`: the initial guess, a pytree of floating arrays of one dtype.
-    - `args`: anything `fn` needs; the solution is differentiable with respect to its arrays.
-    - `max_steps`: the iteration cap (a Python int).
-    - `adjoint`: `ImplicitAdjoint()` (default) or `RecursiveCheckpointAdjoint()`.
-    - `throw`: raise on failure (default); with `False`, read `Solution.result`.
+- `fn`: `fn(y, args)` returning a pytree with the structure and shapes of `y`.
+- `solver`: a root finder: `Newton`, `Chord`, `Broyden`, `Bisection`.
+{arguments}
 
-    **Returns:** a `Solution(value, result, stats, state)`.
+**Returns:** a `Solution(value, result, stats, state)`.
 
-    **Example:**
+**Example:**
 
-    ```python
-    sol = js.nonlinear.root_find(lambda x, a: x**3 - a, js.nonlinear.Newton(), 1.0, 2.0)
-    sol.value  # 2 ** (1/3); jax.grad works through it by the implicit function theorem
-    ```
-    """
-    return _solve(
-        "root_find", fn, solver, y0, args, max_steps, adjoint, throw, "jaxsolve.nonlinear.root_find"
-    )
+```python
+cube_root = lambda a: js.nonlinear.root_find(
+    lambda x, a: x**3 - a, js.nonlinear.Newton(), 1.0, a
+).value
+print(cube_root(2.0), jax.grad(cube_root)(2.0))  # 2 ** (1/3), (1/3) 2 ** (-2/3)
+```
+""",
+)
 
-
-def fixed_point(
-    fn: Callable,
-    solver: AbstractNonlinearSolver,
-    y0: Any,
-    args: Any = None,
-    *,
-    max_steps: int = 256,
-    adjoint: AbstractAdjoint | None = None,
-    throw: bool = True,
-) -> Solution:
+fixed_point = _entry_point(
+    "fixed_point",
     """Find `y` with `fn(y, args) == y`.
 
-    **Arguments:** as `root_find`; `solver` is `FixedPointIteration`, `Anderson`, or any root
-    finder (applied to `fn(y, args) - y`).
+**Arguments:**
 
-    **Returns:** a `Solution`.
+- `fn`: `fn(y, args)` returning a pytree with the structure and shapes of `y`.
+- `solver`: `FixedPointIteration`, `Anderson`, or any root finder (applied to
+  `fn(y, args) - y`).
+{arguments}
 
-    **Example:**
+**Returns:** a `Solution(value, result, stats, state)`.
 
-    ```python
-    sol = js.nonlinear.fixed_point(lambda x, t: jnp.cos(x) + t, js.nonlinear.Anderson(), 0.0, 0.1)
-    ```
-    """
-    return _solve(
-        "fixed_point",
-        fn,
-        solver,
-        y0,
-        args,
-        max_steps,
-        adjoint,
-        throw,
-        "jaxsolve.nonlinear.fixed_point",
-    )
+**Example:**
 
+```python
+fn = lambda x, t: jnp.cos(x) + t
+sol = js.nonlinear.fixed_point(fn, js.nonlinear.Anderson(), 0.0, 0.1)
+print(sol.value, sol.stats["num_steps"])  # x = cos(x) + 0.1
+```
+""",
+)
 
-def minimize(
-    fn: Callable,
-    solver: AbstractMinimiser,
-    y0: Any,
-    args: Any = None,
-    *,
-    max_steps: int = 256,
-    adjoint: AbstractAdjoint | None = None,
-    throw: bool = True,
-) -> Solution:
+minimize = _entry_point(
+    "minimize",
     """Minimise the scalar `fn(y, args)` over `y`.
 
-    **Arguments:** as `root_find`; `fn` must return a scalar; `solver` is `GradientDescent`,
-    `NonlinearCG`, `BFGS`, `LBFGS`, `OptaxMinimizer`, or the constrained `ProjectedGradient` and
-    `FrankWolfe`. The implicit adjoint differentiates the condition grad f(y) = 0 (for constrained
-    solvers, y = P(y - grad f(y)) with P the projection on the feasible set).
+**Arguments:**
 
-    **Returns:** a `Solution`.
+- `fn`: `fn(y, args)` returning a scalar.
+- `solver`: `GradientDescent`, `NonlinearCG`, `BFGS`, `LBFGS`, `OptaxMinimizer`, or the
+  constrained `ProjectedGradient` and `FrankWolfe`. The implicit adjoint differentiates the
+  condition grad f(y) = 0 (for constrained solvers, y = P(y - grad f(y)) with P the
+  projection on the feasible set).
+{arguments}
 
-    **Example:**
+**Returns:** a `Solution(value, result, stats, state)`.
 
-    ```python
-    loss = lambda w, lam: jnp.mean((X @ w - t) ** 2) + lam * jnp.sum(w**2)
-    w = js.nonlinear.minimize(loss, js.nonlinear.LBFGS(rtol=1e-10, atol=1e-12), w0, lam).value
-    dw_dlam = jax.jacrev(lambda lam: js.nonlinear.minimize(loss, solver, w0, lam).value)(lam)
-    ```
-    """
-    return _solve(
-        "minimize", fn, solver, y0, args, max_steps, adjoint, throw, "jaxsolve.nonlinear.minimize"
-    )
+**Example** (ridge regression and the derivative of its solution in the penalty):
 
+```python
+X = jax.random.normal(jax.random.PRNGKey(0), (20, 3))
+t = X @ jnp.array([1.0, -2.0, 0.5])
+loss = lambda w, lam: jnp.mean((X @ w - t) ** 2) + lam * jnp.sum(w**2)
+solver = js.nonlinear.LBFGS(rtol=1e-6, atol=1e-6)
+w = lambda lam: js.nonlinear.minimize(loss, solver, jnp.zeros(3), lam).value
+print(w(0.1), jax.jacfwd(w)(0.1))
+```
+""",
+)
 
-def least_squares(
-    fn: Callable,
-    solver: AbstractNonlinearSolver,
-    y0: Any,
-    args: Any = None,
-    *,
-    max_steps: int = 256,
-    adjoint: AbstractAdjoint | None = None,
-    throw: bool = True,
-) -> Solution:
+least_squares = _entry_point(
+    "least_squares",
     """Minimise `0.5 * ||fn(y, args)||^2` where `fn` returns a pytree of residuals.
 
-    **Arguments:** as `root_find`; `solver` is `GaussNewton`, `LevenbergMarquardt`, or any
-    minimiser (applied to 0.5 ||r||^2).
+**Arguments:**
 
-    **Returns:** a `Solution`.
+- `fn`: `fn(y, args)` returning a pytree of residuals (any shapes).
+- `solver`: `GaussNewton`, `LevenbergMarquardt`, or any minimiser (applied to
+  `0.5 ||r||^2`).
+{arguments}
 
-    **Example:**
+**Returns:** a `Solution(value, result, stats, state)`.
 
-    ```python
-    rosenbrock = lambda y, _: jnp.stack([10 * (y[1] - y[0] ** 2), 1 - y[0]])
-    sol = js.nonlinear.least_squares(rosenbrock, js.nonlinear.LevenbergMarquardt(), y0)
-    ```
-    """
-    return _solve(
-        "least_squares",
-        fn,
-        solver,
-        y0,
-        args,
-        max_steps,
-        adjoint,
-        throw,
-        "jaxsolve.nonlinear.least_squares",
-    )
+**Example:**
+
+```python
+rosenbrock = lambda y, _: jnp.stack([10 * (y[1] - y[0] ** 2), 1 - y[0]])
+solver = js.nonlinear.LevenbergMarquardt(rtol=1e-6, atol=1e-6)
+sol = js.nonlinear.least_squares(rosenbrock, solver, jnp.array([-1.2, 1.0]))
+print(sol.value)  # [1, 1]
+```
+""",
+)

@@ -2,6 +2,7 @@
 least-squares solver that applies, in float64, against their known minima; and side by side
 with optimistix on a few."""
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -41,11 +42,10 @@ def _grid(problems, solvers):
 
 def _check(problem, sol):
     assert sol.result == js.RESULTS.successful
-    assert jax.tree.structure(sol.value) == jax.tree.structure(problem.y0)
+    chex.assert_trees_all_equal_shapes_and_dtypes(sol.value, problem.y0)
     np.testing.assert_allclose(problem.objective(sol.value), problem.minimum, rtol=0, atol=1e-12)
     if problem.argmin is not None:
-        for got, want in zip(jax.tree.leaves(sol.value), jax.tree.leaves(problem.argmin)):
-            np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+        chex.assert_trees_all_close(sol.value, problem.argmin, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("problem, name", _grid(MINIMISATION, MINIMISERS))
@@ -76,10 +76,8 @@ def test_same_minima_as_optimistix():
     theirs = optx.least_squares(
         rosenbrock.fn, optx.LevenbergMarquardt(**TIGHT), rosenbrock.y0, rosenbrock.args
     )
-    for a, b in zip(jax.tree.leaves(ours.value), jax.tree.leaves(theirs.value)):
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-8)
+    chex.assert_trees_all_close(ours.value, theirs.value, rtol=0, atol=1e-8)
     beale = by_name["beale"]
     ours = nl.minimize(beale.fn, nl.BFGS(**TIGHT), beale.y0, beale.args)
     theirs = optx.minimise(beale.fn, optx.BFGS(**TIGHT), beale.y0, beale.args, max_steps=1000)
-    for a, b in zip(jax.tree.leaves(ours.value), jax.tree.leaves(theirs.value)):
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-8)
+    chex.assert_trees_all_close(ours.value, theirs.value, rtol=0, atol=1e-8)
