@@ -48,10 +48,17 @@ class BDIA(AbstractSampler):
     **Example:**
 
     ```python
+    sched = js.diffusion.VPLinear()
+    # the exact noise prediction when all data sit at 2.0: x = alpha * 2.0 + sigma * eps
+    model = js.diffusion.Model(lambda x, t: (x - sched.alpha(t) * 2.0) / sched.sigma(t), sched)
+    ts = js.diffusion.timesteps(sched, 8)
+    x_T = jax.random.normal(jax.random.key(0), (4, 3))
     sampler = js.diffusion.BDIA(gamma=1.0)
-    x1 = js.diffusion.sample(sampler, model, x_T, ts[:-1])   # the sample at ts[-2]
+    x1 = js.diffusion.sample(sampler, model, x_T, ts[:-1])  # the sample at ts[-2]
     x0 = js.diffusion.sample(sampler, model, x_T, ts)
-    x_T_again = js.diffusion.invert(sampler, model, x0, ts, x_prev=x1)  # == x_T
+    assert jnp.allclose(x0, 2.0, atol=0.05)
+    x_T_again = js.diffusion.invert(sampler, model, x0, ts, x_prev=x1)
+    assert jnp.allclose(x_T_again, x_T, atol=1e-4)
     ```
 
     **Reference:** Zhang, Lewis, Kleijn, "Exact Diffusion Inversion via Bi-directional

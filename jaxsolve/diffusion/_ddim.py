@@ -31,7 +31,20 @@ class DDIM(AbstractSampler):
     One model evaluation per step. Song, Meng & Ermon, "Denoising Diffusion Implicit Models",
     ICLR 2021.
 
-    **Example:** `js.diffusion.sample(js.diffusion.DDIM(), model, x_T, ts)`.
+    **Example:**
+
+    ```python
+    sched = js.diffusion.VPLinear()
+    # the exact noise prediction when all data sit at 2.0: x = alpha * 2.0 + sigma * eps
+    model = js.diffusion.Model(lambda x, t: (x - sched.alpha(t) * 2.0) / sched.sigma(t), sched)
+    ts = js.diffusion.timesteps(sched, 8)
+    x_T = jax.random.normal(jax.random.key(0), (4, 3))
+    x0 = js.diffusion.sample(js.diffusion.DDIM(), model, x_T, ts)
+    assert x0.shape == (4, 3) and jnp.allclose(x0, 2.0, atol=0.05)
+    # eta = 1 is ancestral (DDPM) sampling: it draws noise and needs a key
+    x0 = js.diffusion.sample(js.diffusion.DDIM(eta=1.0), model, x_T, ts, key=jax.random.key(1))
+    assert jnp.allclose(x0, 2.0, atol=0.05)
+    ```
     """
 
     eta: Array = hyperparameter(0.0)

@@ -24,7 +24,18 @@ class DPMSolver(AbstractSampler):
 
     **Arguments:** `order` in {1, 2, 3} (default 3).
 
-    **Example:** `js.diffusion.sample(js.diffusion.DPMSolver(order=3), model, x_T, ts)`.
+    **Example:**
+
+    ```python
+    sched = js.diffusion.VPLinear()
+    # the exact noise prediction when all data sit at 2.0: x = alpha * 2.0 + sigma * eps
+    model = js.diffusion.Model(lambda x, t: (x - sched.alpha(t) * 2.0) / sched.sigma(t), sched)
+    ts = js.diffusion.timesteps(sched, 4)
+    x_T = jax.random.normal(jax.random.key(0), (4, 3))
+    x0 = js.diffusion.sample(js.diffusion.DPMSolver(order=3), model, x_T, ts)
+    assert x0.shape == (4, 3) and jnp.allclose(x0, 2.0, atol=0.05)
+    assert js.diffusion.DPMSolver(order=3).num_evaluations(4) == 12
+    ```
     """
 
     order: int = eqx.field(static=True, default=3)

@@ -30,7 +30,17 @@ class DPMSolverPP(AbstractMultistep):
 
     **Arguments:** `order` in {1, 2, 3} (default 2), `lower_order_final` (default True).
 
-    **Example:** `js.diffusion.sample(js.diffusion.DPMSolverPP(order=2), model, x_T, ts)`.
+    **Example:**
+
+    ```python
+    sched = js.diffusion.VPLinear()
+    # the exact noise prediction when all data sit at 2.0: x = alpha * 2.0 + sigma * eps
+    model = js.diffusion.Model(lambda x, t: (x - sched.alpha(t) * 2.0) / sched.sigma(t), sched)
+    ts = js.diffusion.timesteps(sched, 8)
+    x_T = jax.random.normal(jax.random.key(0), (4, 3))
+    x0 = js.diffusion.sample(js.diffusion.DPMSolverPP(order=2), model, x_T, ts)
+    assert x0.shape == (4, 3) and jnp.allclose(x0, 2.0, atol=0.05)
+    ```
     """
 
     order: int = eqx.field(static=True, default=2)

@@ -147,7 +147,17 @@ class EulerEDM(_AbstractEDM):
     **Example:**
 
     ```python
-    x0 = js.diffusion.sample(js.diffusion.EulerEDM(s_churn=10.0), model, x_T, ts, key=key)
+    sched = js.diffusion.VPLinear()
+    # the exact noise prediction when all data sit at 2.0: x = alpha * 2.0 + sigma * eps
+    model = js.diffusion.Model(lambda x, t: (x - sched.alpha(t) * 2.0) / sched.sigma(t), sched)
+    ts = js.diffusion.timesteps(sched, 10)
+    x_T = jax.random.normal(jax.random.key(0), (4, 3))
+    x0 = js.diffusion.sample(js.diffusion.EulerEDM(), model, x_T, ts)
+    assert x0.shape == (4, 3) and jnp.allclose(x0, 2.0, atol=0.05)
+    # with churn it draws noise, and needs a key
+    x0 = js.diffusion.sample(js.diffusion.EulerEDM(s_churn=10.0), model, x_T, ts,
+                             key=jax.random.key(1))
+    assert jnp.allclose(x0, 2.0, atol=0.05)
     ```
 
     **Reference:** Karras, Aittala, Aila, Laine, "Elucidating the Design Space of
@@ -171,8 +181,14 @@ class HeunEDM(_AbstractEDM):
     **Example:**
 
     ```python
+    sched = js.diffusion.VPLinear()
+    # the exact noise prediction when all data sit at 2.0: x = alpha * 2.0 + sigma * eps
+    model = js.diffusion.Model(lambda x, t: (x - sched.alpha(t) * 2.0) / sched.sigma(t), sched)
     ts = js.diffusion.timesteps(sched, 18, spacing="karras")
+    x_T = jax.random.normal(jax.random.key(0), (4, 3))
     x0 = js.diffusion.sample(js.diffusion.HeunEDM(), model, x_T, ts)
+    assert x0.shape == (4, 3) and jnp.allclose(x0, 2.0, atol=0.05)
+    assert js.diffusion.HeunEDM().num_evaluations(18) == 36
     ```
 
     **Reference:** Karras, Aittala, Aila, Laine, "Elucidating the Design Space of

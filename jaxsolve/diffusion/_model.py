@@ -33,8 +33,13 @@ class Guidance(eqx.Module):
     **Example:**
 
     ```python
-    x0 = js.diffusion.sample(sampler, model, x_T, ts,
-                             guidance=js.diffusion.Guidance(cond=labels, uncond=null, scale=3.0))
+    sched = js.diffusion.VPLinear()
+    # the exact noise prediction of data at `c` (the condition); `c = 0.0` is "unconditional"
+    model = js.diffusion.Model(lambda x, t, c: (x - sched.alpha(t) * c) / sched.sigma(t), sched)
+    ts = js.diffusion.timesteps(sched, 8)
+    guidance = js.diffusion.Guidance(cond=2.0, uncond=0.0, scale=3.0)
+    x0 = js.diffusion.sample(js.diffusion.DDIM(), model, jnp.zeros(3), ts, guidance=guidance)
+    assert jnp.allclose(x0, 0.0 + 3.0 * (2.0 - 0.0), atol=0.05)  # guided past the condition
     ```
     """
 
@@ -94,7 +99,15 @@ class Model(eqx.Module):
     **Example:**
 
     ```python
-    model = js.diffusion.Model(lambda x, t: net(x, t), js.diffusion.VPLinear(), prediction="eps")
+    sched = js.diffusion.VPLinear()
+    # the exact noise prediction when all data sit at 2.0: x = alpha * 2.0 + sigma * eps
+    model = js.diffusion.Model(lambda x, t: (x - sched.alpha(t) * 2.0) / sched.sigma(t), sched)
+    x, t = jnp.array([0.3, -1.0]), 0.5
+    assert jnp.allclose(model.x0(x, t), 2.0)  # every parameterisation, converted exactly
+    # the same data, as a network that predicts the clean sample
+    same = js.diffusion.Model(lambda x, t: jnp.full_like(x, 2.0), sched, prediction="x0")
+    assert jnp.allclose(same.eps(x, t), model.eps(x, t))
+    assert jnp.allclose(same.velocity(x, t), model.velocity(x, t))
     ```
     """
 

@@ -129,7 +129,13 @@ class HeavyBall(_AbstractMomentum):
     **Example:**
 
     ```python
+    sched = js.diffusion.VPLinear()
+    # the exact noise prediction when all data sit at 2.0: x = alpha * 2.0 + sigma * eps
+    model = js.diffusion.Model(lambda x, t: (x - sched.alpha(t) * 2.0) / sched.sigma(t), sched)
+    ts = js.diffusion.timesteps(sched, 8)
+    x_T = jax.random.normal(jax.random.key(0), (4, 3))
     x0 = js.diffusion.sample(js.diffusion.HeavyBall(order=2, beta=0.8), model, x_T, ts)
+    assert x0.shape == (4, 3) and jnp.allclose(x0, 2.0, atol=0.05)
     ```
 
     **Reference:** Wizadwongsa et al., "Diffusion Sampling with Momentum for Mitigating
@@ -159,7 +165,13 @@ class GHVB(_AbstractMomentum):
     **Example:**
 
     ```python
+    sched = js.diffusion.VPLinear()
+    # the exact noise prediction when all data sit at 2.0: x = alpha * 2.0 + sigma * eps
+    model = js.diffusion.Model(lambda x, t: (x - sched.alpha(t) * 2.0) / sched.sigma(t), sched)
+    ts = js.diffusion.timesteps(sched, 8)
+    x_T = jax.random.normal(jax.random.key(0), (4, 3))
     x0 = js.diffusion.sample(js.diffusion.GHVB(order=2, beta=0.5), model, x_T, ts)
+    assert x0.shape == (4, 3) and jnp.allclose(x0, 2.0, atol=0.05)
     ```
 
     **Reference:** Wizadwongsa et al., "Diffusion Sampling with Momentum for Mitigating

@@ -35,7 +35,18 @@ class PNDM(AbstractSampler):
 
     **Arguments:** `warmup` "prk" | "plms" (default "prk").
 
-    **Example:** `js.diffusion.sample(js.diffusion.PNDM(), model, x_T, ts)`.
+    **Example:**
+
+    ```python
+    sched = js.diffusion.VPLinear()
+    # the exact noise prediction when all data sit at 2.0: x = alpha * 2.0 + sigma * eps
+    model = js.diffusion.Model(lambda x, t: (x - sched.alpha(t) * 2.0) / sched.sigma(t), sched)
+    ts = js.diffusion.timesteps(sched, 8, spacing="uniform")
+    x_T = jax.random.normal(jax.random.key(0), (4, 3))
+    x0 = js.diffusion.sample(js.diffusion.PNDM(), model, x_T, ts)
+    assert x0.shape == (4, 3) and jnp.allclose(x0, 2.0, atol=0.05)
+    assert js.diffusion.PNDM().num_evaluations(8) == 4 * 3 + 5
+    ```
     """
 
     warmup: Literal["prk", "plms"] = eqx.field(static=True, default="prk")

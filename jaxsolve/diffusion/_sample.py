@@ -148,9 +148,16 @@ def sample_solution(
     **Example:**
 
     ```python
+    sched = js.diffusion.VPLinear()
+    # the exact noise prediction when all data sit at 2.0: x = alpha * 2.0 + sigma * eps
+    model = js.diffusion.Model(lambda x, t: (x - sched.alpha(t) * 2.0) / sched.sigma(t), sched)
+    ts = js.diffusion.timesteps(sched, 8)
+    x_T = jax.random.normal(jax.random.key(0), (4, 3))
     sol = js.diffusion.sample_solution(js.diffusion.DDIM(), model, x_T, ts, throw=False)
-    ok = sol.result == js.RESULTS.successful   # a traced bool, also under jit and vmap
-    x0 = jnp.where(ok, sol.value, fallback)
+    ok = sol.result == js.RESULTS.successful  # a traced bool, also under jit and vmap
+    x0 = jnp.where(ok, sol.value, jnp.zeros_like(x_T))
+    assert bool(ok) and int(sol.stats["num_model_evaluations"]) == 8
+    assert jnp.allclose(x0, 2.0, atol=0.05)
     ```
     """
     return _sample_solution(
@@ -257,9 +264,16 @@ def sample(
 
     ```python
     sched = js.diffusion.VPLinear()
-    model = js.diffusion.Model(net, sched, prediction="eps")
+    # the exact noise prediction when all data sit at 2.0: x = alpha * 2.0 + sigma * eps
+    model = js.diffusion.Model(lambda x, t: (x - sched.alpha(t) * 2.0) / sched.sigma(t), sched)
     ts = js.diffusion.timesteps(sched, 10)
+    x_T = jax.random.normal(jax.random.key(0), (4, 3))
     x0 = js.diffusion.sample(js.diffusion.DPMSolverPP(order=2), model, x_T, ts)
+    assert jnp.allclose(x0, 2.0, atol=0.05)
+    # jit, and gradients with respect to the noise (d x0 / d x_T = sigma(ts[-1]) / sigma(ts[0]))
+    run = jax.jit(lambda x_T: js.diffusion.sample(js.diffusion.DPMSolverPP(), model, x_T, ts))
+    grad = jax.grad(lambda x_T: run(x_T).sum())(x_T)
+    assert jnp.allclose(grad, sched.sigma(ts[-1]) / sched.sigma(ts[0]), rtol=1e-4)
     ```
     """
     return _sample_solution(

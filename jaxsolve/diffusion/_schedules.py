@@ -30,6 +30,34 @@ class AbstractSchedule(eqx.Module):
     (eagerly, and under `jit` through a traced check). Float parameters are
     `jaxsolve._core.hyperparameter` fields (arrays), so a schedule passed to a jitted function
     with new values does not recompile, and gradients flow to them.
+
+    **Example:**
+
+    ```python
+    class Karras(js.diffusion.AbstractSchedule):  # a user's own schedule: alpha = 1
+        sigma_max: float = 80.0
+
+        def alpha(self, t):
+            return jnp.ones_like(jnp.asarray(t, float))
+
+        def sigma(self, t):
+            return self.sigma_max * jnp.asarray(t, float)
+
+        def logsnr(self, t):
+            return -jnp.log(self.sigma(t))
+
+        def t_of_logsnr(self, logsnr):
+            return jnp.exp(-jnp.asarray(logsnr, float)) / self.sigma_max
+
+        t_start_default = 1.0
+        t_end_default = 1e-4
+
+    sched = Karras()
+    model = js.diffusion.Model(lambda x, t: (x - 2.0) / sched.sigma(t), sched)  # data at 2.0
+    ts = js.diffusion.timesteps(sched, 6)
+    x0 = js.diffusion.sample(js.diffusion.HeunEDM(), model, 80.0 * jnp.ones(3), ts)
+    assert jnp.allclose(x0, 2.0, atol=0.05)
+    ```
     """
 
     @abc.abstractmethod
@@ -90,7 +118,14 @@ class VPLinear(AbstractSchedule):
     Sampling runs by default from t = 1 to t = 1e-3; t = 0 (sigma = 0) is allowed as an
     explicit final step.
 
-    **Example:** `js.diffusion.VPLinear().logsnr(0.5)`.
+    **Example:**
+
+    ```python
+    sched = js.diffusion.VPLinear(beta_min=0.1, beta_max=20.0)
+    t = jnp.linspace(0.1, 0.9, 5)
+    assert jnp.allclose(sched.alpha(t) ** 2 + sched.sigma(t) ** 2, 1.0)  # variance preserving
+    assert jnp.allclose(sched.t_of_logsnr(sched.logsnr(t)), t)
+    ```
     """
 
     beta_min: Array = hyperparameter(0.1)
@@ -137,6 +172,15 @@ class VPCosine(AbstractSchedule):
     uses in place of Improved DDPM's beta <= 0.999 clipping).
 
     **Arguments:** `s=0.008`, `logsnr_min=-5.0` (array fields: a new value does not recompile).
+
+    **Example:**
+
+    ```python
+    sched = js.diffusion.VPCosine()
+    t = jnp.linspace(0.0, 0.9, 4)
+    assert jnp.allclose(sched.alpha(t) ** 2 + sched.sigma(t) ** 2, 1.0)
+    assert jnp.allclose(sched.logsnr(1.0), -5.0, atol=1e-4)  # clipped at logsnr_min
+    ```
     """
 
     s: Array = hyperparameter(0.008)
@@ -203,6 +247,15 @@ class VPDiscrete(AbstractSchedule):
     `VPDiscrete.ddpm_linear(num_train_steps=1000, beta_start=1e-4, beta_end=0.02)` (Ho et al.
     2020) and `VPDiscrete.scaled_linear(num_train_steps=1000, beta_start=0.00085,
     beta_end=0.012)` (Stable Diffusion).
+
+    **Example:**
+
+    ```python
+    sched = js.diffusion.VPDiscrete.scaled_linear()  # 1000 training steps
+    alphas_cumprod = np.cumprod(1 - np.linspace(0.00085**0.5, 0.012**0.5, 1000) ** 2)
+    k = np.array([0, 499, 999])  # training step k sits at t = (k + 1) / 1000
+    assert np.allclose(sched.alpha((k + 1) / 1000.0) ** 2, alphas_cumprod[k])
+    ```
     """
 
     neg_log_alpha2: Array  # -log alpha_bar at t_grid, increasing, starting at 0
@@ -267,6 +320,17 @@ class VE(AbstractSchedule):
     **Arguments:** `sigma_min=0.002`, `sigma_max=80.0` (Song et al., ICLR 2021; defaults as in
     Karras et al., "Elucidating the Design Space of Diffusion-Based Generative Models", 2022);
     array fields, a new value does not recompile.
+
+    **Example:**
+
+    ```python
+    sched = js.diffusion.VE(sigma_min=0.01, sigma_max=50.0)
+    model = js.diffusion.Model(lambda x, t: (x - 2.0) / sched.sigma(t), sched)  # data at 2.0
+    ts = js.diffusion.timesteps(sched, 8)
+    x_T = 50.0 * jax.random.normal(jax.random.key(0), (4, 3))
+    x0 = js.diffusion.sample(js.diffusion.DPMSolverPP(), model, x_T, ts)
+    assert jnp.allclose(x0, 2.0, atol=0.1)
+    ```
     """
 
     sigma_min: Array = hyperparameter(0.002)
@@ -311,6 +375,17 @@ class FlowMatching(AbstractSchedule):
     The default sampling interval is [1e-3, 1 - 1e-3] (finite log-SNR at both ends, which the
     log-SNR spacing needs); Euler-type samplers may start at t = 1 and end at t = 0
     (`timesteps(..., spacing="uniform", t_start=1.0, t_end=0.0)`).
+
+    **Example:**
+
+    ```python
+    sched = js.diffusion.FlowMatching()
+    # the exact velocity when all data sit at 2.0: x = (1 - t) * 2.0 + t * eps
+    model = js.diffusion.Model(lambda x, t: (x - 2.0) / t, sched, prediction="velocity")
+    ts = js.diffusion.timesteps(sched, 4, spacing="uniform")  # from t = 0.999 to t = 0.001
+    x0 = js.diffusion.sample(js.diffusion.EulerEDM(), model, jnp.ones(3), ts)
+    assert jnp.allclose(x0, 2.0, atol=0.01)  # straight paths: Euler is exact
+    ```
     """
 
     shift: Array = hyperparameter(1.0)

@@ -50,6 +50,19 @@ class LearnedTimesteps(eqx.Module):
     - `coefficients`: per-step noise-prediction corrections (or None); apply with `.model(m)`.
     - `losses`: the training loss at each iteration (before its update).
     - `initial_ts`: the grid the search started from.
+
+    **Example:**
+
+    ```python
+    sched = js.diffusion.VPLinear()
+    model = js.diffusion.Model(lambda x, t: (x - sched.alpha(t) * 2.0) / sched.sigma(t), sched)
+    ts = js.diffusion.timesteps(sched, 4)
+    # what `learn_timesteps` returns; zero coefficients leave the model unchanged
+    found = js.diffusion.LearnedTimesteps(ts, jnp.zeros(4), jnp.zeros(0), ts)
+    x = jnp.ones(3)
+    assert jnp.allclose(found.model(model).eps(x, 0.5), model.eps(x, 0.5))
+    x0 = js.diffusion.sample(js.diffusion.DDIM(), found.model(model), x, found.ts)
+    ```
     """
 
     ts: Array
@@ -118,9 +131,20 @@ def learn_timesteps(
     **Example:**
 
     ```python
-    found = js.diffusion.learn_timesteps(js.diffusion.DPMSolverPP(order=2), model, x_train, 6)
-    x0 = js.diffusion.sample(js.diffusion.DPMSolverPP(order=2), found.model(model), x_T,
-                             found.ts)
+    sched = js.diffusion.VPLinear()
+    # the exact noise prediction when the data are N(0, 0.5^2): a problem samplers do not solve exactly
+    model = js.diffusion.Model(
+        lambda x, t: sched.sigma(t) * x / (0.25 * sched.alpha(t) ** 2 + sched.sigma(t) ** 2), sched
+    )
+    x_train = jax.random.normal(jax.random.key(0), (8, 2))
+    # the exact flow scales the noise by std(t_end) / std(t_start): the teacher in closed form
+    std = lambda t: jnp.sqrt(0.25 * sched.alpha(t) ** 2 + sched.sigma(t) ** 2)
+    teacher = x_train * std(1e-3) / std(1.0)
+    sampler = js.diffusion.DDIM()
+    found = js.diffusion.learn_timesteps(sampler, model, x_train, 4, teacher=teacher,
+                                         num_iterations=10)
+    assert found.ts.shape == (5,) and float(found.losses[-1]) < float(found.losses[0])
+    x0 = js.diffusion.sample(sampler, found.model(model), x_train, found.ts)
     ```
 
     **References:** Liu et al., "A Unified Sampling Framework for Solver Searching of Diffusion

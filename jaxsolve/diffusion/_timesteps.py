@@ -49,7 +49,18 @@ def timesteps(
     respect to the schedule's parameters and the endpoints, and may be built inside `jit` from a
     schedule passed in as an argument (its checks then run in `sample`, on the traced grid).
 
-    **Example:** `ts = js.diffusion.timesteps(js.diffusion.VPLinear(), 10)`.
+    **Example:**
+
+    ```python
+    sched = js.diffusion.VPLinear()
+    ts = js.diffusion.timesteps(sched, 10)  # uniform in log-SNR, from t = 1 to t = 1e-3
+    assert ts.shape == (11,) and bool(jnp.all(jnp.diff(ts) < 0))
+    assert jnp.allclose(jnp.diff(sched.logsnr(ts)), (sched.logsnr(1e-3) - sched.logsnr(1.0)) / 10)
+    # EDM's grid, and a grid that ends with an explicit step to clean data (sigma = 0)
+    karras = js.diffusion.timesteps(sched, 18, spacing="karras")
+    to_zero = js.diffusion.timesteps(sched, 10, spacing="uniform", t_end=0.0)
+    assert float(sched.sigma(to_zero[-1])) == 0.0
+    ```
     """
     check_option("spacing", spacing, SPACINGS)
     if not isinstance(schedule, AbstractSchedule):
