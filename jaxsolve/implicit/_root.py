@@ -264,8 +264,7 @@ def custom_root(
 
     X = jax.random.normal(jax.random.PRNGKey(0), (10, 3))
     y = X @ jnp.array([1.0, -1.0, 0.5])
-    print(jax.jacfwd(ridge, argnums=1)(jnp.zeros(3), 1.0, X, y))  # forward mode
-    print(jax.grad(lambda lam: ridge(jnp.zeros(3), lam, X, y).sum())(1.0))  # reverse mode
+    print(jax.jacfwd(ridge, argnums=1)(jnp.zeros(3), 1.0, X, y))  # jax.grad works too
     ```
 
     Reference: Blondel et al., "Efficient and Modular Implicit Differentiation", NeurIPS 2022.

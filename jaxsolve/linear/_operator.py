@@ -63,7 +63,7 @@ class AbstractLinearOperator(eqx.Module):
             return self.scale * vector
 
         def in_structure(self):
-            return jax.ShapeDtypeStruct((self.size,), jnp.float32)
+            return jax.ShapeDtypeStruct((self.size,), self.scale.dtype)
 
         def out_structure(self):
             return self.in_structure()

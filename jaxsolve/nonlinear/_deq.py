@@ -57,8 +57,8 @@ class DEQ(eqx.Module):
 
     key, x = jax.random.PRNGKey(0), jnp.ones(8)
     deq = js.nonlinear.DEQ(Cell(eqx.nn.Linear(8, 8, key=key)), latent_shape=(8,))
-    z = deq(x)  # the equilibrium z = cell(z, x)
-    grads = eqx.filter_grad(lambda deq: jnp.sum(deq(x) ** 2))(deq)  # implicit, not unrolled
+    # z = deq(x) is the equilibrium z = cell(z, x); gradients are implicit, not unrolled
+    loss, grads = eqx.filter_value_and_grad(lambda deq: jnp.sum(deq(x) ** 2))(deq)
     ```
 
     Reference: Bai, Kolter & Koltun, "Deep Equilibrium Models", NeurIPS 2019.

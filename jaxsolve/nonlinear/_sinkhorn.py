@@ -308,9 +308,10 @@ def sinkhorn(
     x, y = jax.random.normal(k1, (16, 2)), jax.random.normal(k2, (16, 2))
     cost_fn = lambda x, y: jnp.sum((x[:, None] - y[None]) ** 2, -1)
     a = b = jnp.full(16, 1 / 16)
-    sol = js.nonlinear.sinkhorn(cost_fn(x, y), a, b, 0.5)
-    grad_x = jax.grad(lambda x: js.nonlinear.sinkhorn(cost_fn(x, y), a, b, 0.5).reg_ot_cost)(x)
-    print(sol.reg_ot_cost, grad_x.shape)
+    cost, grad_x = jax.value_and_grad(  # the envelope theorem: no linear solve
+        lambda x: js.nonlinear.sinkhorn(cost_fn(x, y), a, b, 0.5).reg_ot_cost
+    )(x)
+    print(cost, grad_x.shape)
     ```
 
     References: Cuturi, "Sinkhorn distances", NeurIPS 2013; Peyré & Cuturi, *Computational

@@ -314,7 +314,8 @@ t = X @ jnp.array([1.0, -2.0, 0.5])
 loss = lambda w, lam: jnp.mean((X @ w - t) ** 2) + lam * jnp.sum(w**2)
 solver = js.nonlinear.LBFGS(rtol=1e-6, atol=1e-6)
 w = lambda lam: js.nonlinear.minimize(loss, solver, jnp.zeros(3), lam).value
-print(w(0.1), jax.jacfwd(w)(0.1))
+value, derivative = jax.jvp(w, (0.1,), (1.0,))  # forward mode, implicit
+print(value, derivative)
 ```
 """,
 )
