@@ -80,7 +80,7 @@ def main():
     @eqx.filter_jit
     def own_loop(model, x, ts):
         state = sampler.init(model, x, ts, None)
-        body = lambda st, i: (sampler.step(model, st, i, ts), None)
+        body = lambda st, i: (sampler.step(model, ts, i, st), None)
         return sampler.output(lax.scan(body, state, jnp.arange(STEPS))[0])
 
     timings = [
