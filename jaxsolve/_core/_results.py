@@ -1,8 +1,6 @@
 """Result codes shared by every solver family, and the `throw` mechanism."""
 
 import equinox as eqx
-import jax
-import jax.numpy as jnp
 
 
 class RESULTS(eqx.Enumeration):
@@ -59,11 +57,10 @@ def check_result(value, result, throw: bool, where: str):
 
     **Returns:** `value`, tied to the check so that the check is not compiled away.
 
-    Only the scalar (or, under `vmap`, per-lane) flag goes through the error's host callback;
-    the value is then tied to the checked flag by an elementwise select on its floating-point
-    leaves. Passing the value itself through the callback would make the SPMD partitioner
-    gather a sharded value onto one device (and return it replicated), and would keep XLA from
-    fusing the last operations that produce it.
+    (A check that carried only the scalar flag through the error callback and tied `value` to it
+    by a select would keep a sharded `value` sharded, but the select makes a value that is not
+    batched under `vmap` batched when the flag is, which breaks `jax.jacfwd` through custom JVP
+    rules: `jaxsolve.diffusion` does that locally, on a value it knows to be batched alike.)
     """
     if not throw:
         return value
@@ -73,19 +70,4 @@ def check_result(value, result, throw: bool, where: str):
         f"{where} failed with result `{name}`: {RESULTS._index_to_message[i]}"
         for i, name in enumerate(names)
     )
-    checked = eqx.branched_error_if(failed, failed, result._value, messages)
-
-    def tie(x):
-        # What a failed check leaves does not matter (it raised); the select only has to be
-        # one XLA cannot fold away.
-        if not isinstance(x, jax.Array):
-            return x
-        if jnp.issubdtype(x.dtype, jnp.inexact):
-            return jnp.where(checked, jnp.asarray(jnp.nan, x.dtype), x)
-        if jnp.issubdtype(x.dtype, jnp.integer):
-            return jnp.where(checked, jnp.asarray(jnp.iinfo(x.dtype).max, x.dtype), x)
-        if x.dtype == jnp.bool_:
-            return x | checked
-        return x
-
-    return jax.tree.map(tie, value)
+    return eqx.branched_error_if(value, failed, result._value, messages)
