@@ -11,15 +11,11 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, PyTree
 
-from .._core import check_option, check_positive
+from .._core import check_option, check_positive, is_concrete
 from . import _levy, _rng
 from ._base import LEVY_AREAS, AbstractBrownianPath, BrownianIncrement
 
 _NUM_COORDS = {"none": 1, "space-time": 2, "space-time-time": 3}
-
-
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
 
 
 class VirtualBrownianTree(AbstractBrownianPath):
@@ -100,7 +96,7 @@ class VirtualBrownianTree(AbstractBrownianPath):
     ):
         check_option("levy_area", levy_area, LEVY_AREAS)
         for name, value in (("t0", t0), ("t1", t1), ("tol", tol)):
-            if not _is_concrete(value):
+            if not is_concrete(value):
                 raise ValueError(
                     f"`{name}` must be a concrete number, got a traced value: the depth of the "
                     "tree, ceil(log2((t1 - t0)/tol)), is fixed when it is built. Build the tree "
@@ -199,7 +195,7 @@ class VirtualBrownianTree(AbstractBrownianPath):
             raise ValueError(f"`ts` must be a 1-D array of times, got shape {ts.shape}")
         if ts.shape[0] < 2:
             raise ValueError(f"`ts` must hold at least two times, got {ts.shape[0]}")
-        if _is_concrete(ts) and bool(np.any(np.diff(np.asarray(ts)) < 0)):
+        if is_concrete(ts) and bool(np.any(np.diff(np.asarray(ts)) < 0)):
             raise ValueError("`ts` must be non-decreasing")
         return self._increments(ts, share=True)
 
@@ -218,7 +214,7 @@ class VirtualBrownianTree(AbstractBrownianPath):
         ):
             raise TypeError(f"`{name}` must be real times, got dtype {value.dtype}")
         value = value.astype(self.time_dtype)
-        if _is_concrete(value) and _is_concrete(self.t0) and _is_concrete(self.t1):
+        if is_concrete(value) and is_concrete(self.t0) and is_concrete(self.t1):
             lo, hi = float(self.t0), float(self.t1)
             # NumPy, not jnp: under an outer `jit` jnp ops on concrete arrays give tracers.
             slack = 8 * np.finfo(self.time_dtype).eps * (abs(lo) + abs(hi) + 1)

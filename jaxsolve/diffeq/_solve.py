@@ -31,6 +31,7 @@ from .._core import (
     check_floating,
     check_result,
     check_scalar,
+    is_concrete,
     make_progress_meter,
     scan_steps,
     tree_all_finite,
@@ -49,10 +50,6 @@ _SAVE_T1 = SaveAt(t1=True)
 # evaluation, cheapest for the usual few dozen); above it, a step interpolates only the save
 # times it covers, in an inner loop, so the cost is O(steps + saves).
 _VECTOR_SAVES = 64
-
-
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
 
 
 def _stack_leaves(trees):
@@ -122,13 +119,13 @@ def _check_times(t0, t1, dt0):
     check_scalar("t0", t0)
     check_scalar("t1", t1)
     direction = None
-    if _is_concrete(t0) and _is_concrete(t1):
+    if is_concrete(t0) and is_concrete(t1):
         if not (np.isfinite(float(t0)) and np.isfinite(float(t1))):
             raise ValueError(f"`t0` and `t1` must be finite, got t0={float(t0)}, t1={float(t1)}")
         direction = 1 if float(t1) >= float(t0) else -1
     if dt0 is not None:
         check_scalar("dt0", dt0)
-        if _is_concrete(dt0):
+        if is_concrete(dt0):
             value = float(dt0)
             if value == 0 or not np.isfinite(value):
                 raise ValueError(f"`dt0` must be finite and nonzero, got {value}")
@@ -147,7 +144,7 @@ def _check_saveat(saveat, t0, t1, direction, dtype):
     if saveat.ts is None:
         return None, False
     save_ts = jnp.asarray(saveat.ts, dtype)
-    if not (_is_concrete(save_ts) and direction is not None):
+    if not (is_concrete(save_ts) and direction is not None):
         return save_ts, True
     values = np.asarray(save_ts, np.float64)
     lo, hi = sorted((float(t0), float(t1)))
@@ -289,7 +286,7 @@ def solve(
     if direction != 1:
         terms = reverse_terms(terms, sign)
     num_steps, fixed_times, increments, dt_init = None, None, None, None
-    if constant and all(_is_concrete(x) for x in times_given):
+    if constant and all(is_concrete(x) for x in times_given):
         tau0, tau1 = direction * float(times_given[0]), direction * float(times_given[1])
         num_steps = int(np.ceil((tau1 - tau0) / abs(float(dt0)) * (1 - 1e-10)))
         if num_steps > max_steps:

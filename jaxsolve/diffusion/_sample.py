@@ -13,12 +13,11 @@ batch onto one device and return it replicated.
 """
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray
 
-from .._core import RESULTS, check_floating, check_result, scan_steps
+from .._core import RESULTS, check_floating, check_result, is_concrete, scan_steps
 from ._model import Guidance, Model
 from ._sampler import AbstractSampler
 from ._schedules import DOMAIN
@@ -32,10 +31,6 @@ GRID_MESSAGE = (
     "`ts` must be finite, strictly decreasing (from noise to data, no duplicate times in the "
     f"dtype of `x_T`) and inside the schedule's time domain [{DOMAIN[0]}, {DOMAIN[1]}]"
 )
-
-
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
 
 
 def grid_is_valid(ts: Float[Array, " n"]) -> Bool[Array, ""]:
@@ -90,7 +85,7 @@ def validate_sampling_inputs(sampler, model, x_T, ts, key, guidance):
     if ts.ndim != 1 or ts.shape[0] < 2:
         raise ValueError(f"`ts` must be a 1-D array of at least 2 times, got shape {ts.shape}")
     check_floating("ts", ts)
-    if _is_concrete(ts):
+    if is_concrete(ts):
         values = np.asarray(ts, dtype=np.float64)
         if not np.all(np.isfinite(values)):
             raise ValueError("`ts` must be finite")
@@ -200,7 +195,7 @@ def checked_run(run, sampler, model, x, ts, key, guidance, throw: bool, where: s
 
     Returns `(value, result, state)`.
     """
-    traced_grid = not _is_concrete(ts)
+    traced_grid = not is_concrete(ts)
     model, x, ts = validate_sampling_inputs(sampler, model, x, ts, key, guidance)
     # A concrete grid was checked in Python; a traced one is checked once, before the loop.
     ts, grid_ok = check_grid(ts, throw, where) if traced_grid else (ts, None)
