@@ -241,7 +241,7 @@ def solve(
     controller = ConstantStep() if controller is None else controller
     if not isinstance(controller, AbstractStepSizeController):
         raise TypeError(
-            "`controller` must be None, ConstantStep() or PIDController(...), got "
+            "`controller` must be None or a step-size controller (ConstantStep(), PIDController(...) or a subclass of AbstractStepSizeController), got "
             f"{type(controller).__name__}"
         )
     adjoint = RecursiveCheckpointAdjoint() if adjoint is None else adjoint
