@@ -27,9 +27,13 @@ class AbstractSolver(eqx.Module):
 
     `problem` is what the family's entry point hands every method, in the same order:
     `(operator, vector)` for linear solvers, `(cost, a, b)` for `nonlinear.Sinkhorn`,
-    `(fn, y, args, options)` for the nonlinear solvers. The nonlinear family carries its
-    iterate `y` beside the state rather than inside it, so its `step` returns the pair
-    `(y, state)`, still with the state last; every other family returns the state alone.
+    `(fn, y, args, options)` for the nonlinear solvers, `(model, ts, i)` for diffusion samplers
+    (`init(model, x_T, ts, key)`), `(terms, t0, t1, y0, args, increment)` for diffeq solvers.
+    The nonlinear family carries its iterate `y` beside the state rather than inside it, so its
+    `step` returns the pair `(y, state)`, still with the state last; a diffeq step returns a
+    `StepOutput` (the new value, its error estimate, dense-output data and the state), since
+    the controller, not the solver, decides whether the step is kept; every other family
+    returns the state alone.
 
     **Example** (a user's loop; `init`/`step`/`terminate` of a linear solver):
 
