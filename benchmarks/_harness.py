@@ -36,21 +36,9 @@ def measure(
     Each repeat runs the function enough times to last about `min_time` seconds, so that very
     short kernels are not dominated by timer noise.
     """
-    start = time.perf_counter()
-    _block(fn(*args))
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    _block(fn(*args))
-    single = max(time.perf_counter() - start, 1e-7)
-    inner = max(1, int(min_time / single))
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(inner):
-            out = fn(*args)
-        _block(out)
-        samples.append((time.perf_counter() - start) / inner)
-    return Timing(name, first, statistics.median(samples), note)
+    (timing,) = measure_interleaved([(name, fn, args)], repeats=repeats, min_time=min_time)
+    timing.note = note
+    return timing
 
 
 def measure_interleaved(

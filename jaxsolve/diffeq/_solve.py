@@ -78,6 +78,11 @@ def _stop_gradient(tree):
     return jax.tree.map(lambda x: lax.stop_gradient(x) if eqx.is_array(x) else x, tree)
 
 
+def _y0_at_saves(p):
+    """`y0` repeated at every `SaveAt.ts` (a save buffer's starting content)."""
+    return jax.tree.map(lambda y: jnp.broadcast_to(y, (p.save_ts.shape[0], *y.shape)), p.y0)
+
+
 def _leading(tree):
     return jax.tree.map(lambda y: y[None], tree)
 
@@ -378,7 +383,7 @@ def _initial_dt(problem: _Problem, eorder):
     dt = jnp.minimum(jnp.minimum(100 * h0, h1), t1 - t0)
     # A non-finite vector field gives a NaN step: start with something finite and let the
     # first step report it.
-    return lax.stop_gradient(jnp.where(jnp.isfinite(dt) & (dt > 0), dt, 1e-6 * jnp.ones_like(dt)))
+    return jnp.where(jnp.isfinite(dt) & (dt > 0), dt, 1e-6 * jnp.ones_like(dt))
 
 
 def _fixed_grid(times, num_steps, dtype):
@@ -415,7 +420,7 @@ def _solve_fixed(p: _Problem, saveat, adjoint, meter, times, num_steps, incremen
         if want_dense:
             dense = (
                 p.save_ts,
-                jax.tree.map(lambda y: jnp.broadcast_to(y, (p.save_ts.shape[0], *y.shape)), p.y0),
+                _y0_at_saves(p),
             )
         empty = (grid[:0], jax.tree.map(lambda y: y[None][:0], p.y0))
         ts, ys = _assemble(saveat, p.t0, p.y0, dense, empty, (p.t1, p.y0))
@@ -511,7 +516,7 @@ def _solve_loop(p: _Problem, saveat, adjoint, meter, dt_init, max_steps, eorder)
     ys_ts, save_index = None, jnp.asarray(0)
     if p.save_ts is not None:
         # Save times equal to t0 hold y0 from the start.
-        ys_ts = jax.tree.map(lambda y: jnp.broadcast_to(y, (p.save_ts.shape[0], *y.shape)), p.y0)
+        ys_ts = _y0_at_saves(p)
         save_index = jnp.sum(p.save_ts <= t0).astype(save_index.dtype)
     steps_ts = steps_ys = None
     if saveat.steps:
