@@ -119,12 +119,19 @@ def bounded_while_loop(
         reached = jnp.logical_and(num_steps >= max_steps, cond_fun(value))
         return LoopResult(value, num_steps, reached)
     if kind == "lax":
+        # The bound is hidden from XLA: with a known small trip count it unrolls the loop,
+        # multiplying compile time for no run-time gain.
+        bound = lax.optimization_barrier(jnp.asarray(max_steps))
+
+        def lax_cond(carry):
+            step, value = carry
+            return jnp.logical_and(step < bound, cond_fun(value))
 
         def lax_body(carry):
             step, value = carry
             return step + 1, body_fun(value)
 
-        num_steps, value = lax.while_loop(keep_going, lax_body, (jnp.array(0), init_val))
+        num_steps, value = lax.while_loop(lax_cond, lax_body, (jnp.array(0), init_val))
     else:
         block = block_size if block_size is not None else max(1, math.isqrt(max_steps - 1) + 1)
         num_blocks = -(-max_steps // block)

@@ -11,7 +11,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, PyTree
 
-from .._core import check_option, check_positive, is_concrete
+from .._core import bounded_while_loop, check_option, check_positive, is_concrete
 from . import _levy, _rng
 from ._base import LEVY_AREAS, AbstractBrownianPath, BrownianIncrement
 
@@ -474,21 +474,24 @@ def _descend(key, taus, n, depth, shape, dtype, share: bool):
             )
         return level + 1, idx, slot_nodes, slot_keys, pack(pairs)
 
-    # Hide the trip count from XLA: with a known small count it unrolls the loop, multiplying
-    # compile time for no run-time gain.
-    bound = lax.optimization_barrier(jnp.asarray(depth, jnp.int32))
     if share:
 
         def cond(carry):
-            return (carry[0] < bound) & ~jnp.all(carry[4][5])
+            return ~jnp.all(carry[4][5])
 
     else:
 
         def cond(carry):
-            return carry[0] < bound
+            return jnp.array(True)
 
     carry = (jnp.asarray(dense_levels, jnp.int32), idx, slot_nodes, slot_keys, pack(pairs))
-    level, idx, slot_nodes, slot_keys, packed = lax.while_loop(cond, body, carry)
+    if depth > dense_levels:
+        # The tree's values are not differentiated (only its query times are, elsewhere), so
+        # the plain forward loop of the shared driver does.
+        carry = bounded_while_loop(
+            cond, body, carry, max_steps=depth - dense_levels, kind="lax"
+        ).value
+    level, idx, slot_nodes, slot_keys, packed = carry
     pairs = unpack(packed)
 
     # At the leaves: the exact conditional law of the two pieces at the query time.
