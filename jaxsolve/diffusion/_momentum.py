@@ -166,12 +166,16 @@ class GHVB(_AbstractMomentum):
 
     ```python
     sched = js.diffusion.VPLinear()
-    # the exact noise prediction when all data sit at 2.0: x = alpha * 2.0 + sigma * eps
-    model = js.diffusion.Model(lambda x, t: (x - sched.alpha(t) * 2.0) / sched.sigma(t), sched)
-    ts = js.diffusion.timesteps(sched, 8)
+    # data predicted exactly: every sample of the data distribution is 2.0
+    model = js.diffusion.Model(lambda x, t: jnp.full_like(x, 2.0), sched, prediction="x0")
     x_T = jax.random.normal(jax.random.key(0), (4, 3))
+    ts = js.diffusion.timesteps(sched, 8)
     x0 = js.diffusion.sample(js.diffusion.GHVB(order=2, beta=0.5), model, x_T, ts)
     assert x0.shape == (4, 3) and jnp.allclose(x0, 2.0, atol=0.05)
+    # beta = 1 is PLMS of the same order, which is HeavyBall with beta = 1
+    plms = js.diffusion.sample(js.diffusion.HeavyBall(order=2, beta=1.0), model, x_T, ts)
+    ghvb1 = js.diffusion.sample(js.diffusion.GHVB(order=2, beta=1.0), model, x_T, ts)
+    assert jnp.allclose(ghvb1, plms, rtol=1e-6, atol=1e-6)
     ```
 
     **Reference:** Wizadwongsa et al., "Diffusion Sampling with Momentum for Mitigating
