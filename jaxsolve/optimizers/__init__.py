@@ -4,3 +4,16 @@ Every optimiser here is an `optax.GradientTransformation` (composes with `optax.
 gradient estimators and `cbo_minimize` follow the solver contract of `jaxsolve._core`
 (hyperparameters as array fields, an `AbstractSolution` returned by entry points).
 """
+
+from ._bilevel import (
+    BilevelSolution as BilevelSolution,
+    BilevelState as BilevelState,
+    PenaltyBilevel as PenaltyBilevel,
+    penalty_bilevel as penalty_bilevel,
+    penalty_hypergradient as penalty_hypergradient,
+)
+from ._polyak import (
+    PolyakMomentumState as PolyakMomentumState,
+    polyak_momentum as polyak_momentum,
+)
+from ._sania import SaniaState as SaniaState, sania as sania
