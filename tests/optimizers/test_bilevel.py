@@ -61,7 +61,7 @@ def _closed_form_hypergradient(log_lam, args):
     return -np.linalg.solve(H, Xv.T @ (Xv @ w - yv) / len(yv)) * lam * w
 
 
-def _estimate(outer, inner, log_lam, args, penalty, inner_learning_rate, inner_steps=1500):
+def _estimate(outer, inner, log_lam, args, penalty, inner_learning_rate, inner_steps=300):
     """One PenaltyBilevel step with no outer move: the hypergradient estimate at log_lam."""
     solver = js.optimizers.PenaltyBilevel(
         penalty=penalty,
