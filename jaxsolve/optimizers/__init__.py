@@ -12,6 +12,19 @@ from ._bilevel import (
     penalty_bilevel as penalty_bilevel,
     penalty_hypergradient as penalty_hypergradient,
 )
+from ._cbo import (
+    CBO as CBO,
+    CBOSolution as CBOSolution,
+    CBOState as CBOState,
+    cbo_minimize as cbo_minimize,
+)
+from ._estimators import (
+    AbstractGradientEstimator as AbstractGradientEstimator,
+    Coordinate as Coordinate,
+    ForwardGradient as ForwardGradient,
+    TwoPoint as TwoPoint,
+    estimate_gradient as estimate_gradient,
+)
 from ._polyak import (
     PolyakMomentumState as PolyakMomentumState,
     polyak_momentum as polyak_momentum,
