@@ -74,15 +74,16 @@ def _check_in_unit_interval(name: str, value: Any) -> None:
 
 
 def _checked_traced(tree: Any, name: str, value: Any, ok: Any) -> Any:
-    """`tree`, with a run-time error attached when `value` is traced and not `ok`."""
+    """`tree`, with a run-time error attached when `value` is traced and not `ok` (a value in
+    [0, 1) is what every caller checks)."""
     if is_concrete(value):
         return tree
-    return eqx.error_if(tree, ~ok, f"`{name}` is out of range (see the docstring)")
+    return eqx.error_if(tree, ~ok, f"`{name}` must be in [0, 1)")
 
 
 def _polyak_step(gap: jax.Array, sq_norm: jax.Array, max_learning_rate, eps) -> jax.Array:
     """`min(gap / (sq_norm + eps), max_learning_rate)`, or 0 where the denominator is zero."""
-    denominator = sq_norm + eps
+    denominator = sq_norm + jnp.asarray(eps).astype(sq_norm.dtype)
     safe = jnp.where(denominator > 0, denominator, jnp.ones_like(denominator))
     step = jnp.minimum(gap / safe, max_learning_rate.astype(sq_norm.dtype))
     return jnp.where(denominator > 0, step, jnp.zeros_like(step))
@@ -121,7 +122,7 @@ class PolyakMomentum(eqx.Module):
         beta = self.momentum
         grads = _checked_traced(grads, "momentum", beta, (beta >= 0) & (beta < 1))
         sq_dtype = jnp.result_type(*jax.tree.leaves(grads))
-        gap = (jnp.asarray(value) - self.f_star).astype(sq_dtype)
+        gap = jnp.asarray(value).astype(sq_dtype) - self.f_star.astype(sq_dtype)
         if self.variant == "smag":
             direction = jax.tree.map(
                 lambda d, g: beta.astype(g.dtype) * d + g, state.momentum, grads

@@ -154,7 +154,7 @@ class Sania(eqx.Module):
 
         direction = jax.tree.map(precondition, diagonal, grads)
         sq_dtype = jnp.result_type(*jax.tree.leaves(grads))
-        gap = (jnp.asarray(value) - self.f_star).astype(sq_dtype)
+        gap = jnp.asarray(value).astype(sq_dtype) - self.f_star.astype(sq_dtype)
         metric = optax.tree.vdot(grads, direction)
         step = self.scaling.astype(sq_dtype) * _polyak_step(
             gap, metric, jnp.asarray(jnp.inf, sq_dtype), jnp.zeros((), sq_dtype)
