@@ -25,8 +25,11 @@ from ._estimators import (
     TwoPoint as TwoPoint,
     estimate_gradient as estimate_gradient,
 )
+from ._newton_schulz import newton_schulz as newton_schulz, turbo_muon as turbo_muon
 from ._polyak import (
     PolyakMomentumState as PolyakMomentumState,
     polyak_momentum as polyak_momentum,
 )
 from ._sania import SaniaState as SaniaState, sania as sania
+from ._shampoo import shampoo as shampoo
+from ._soap import soap as soap
