@@ -252,3 +252,24 @@ def test_bad_input():
     update(0.5)
     with pytest.raises(Exception, match="momentum"):
         jax.block_until_ready(update(-0.5))
+
+
+def test_optax_inject_hyperparams():
+    # optax's way of changing hyperparameters during training: they live in the state
+    loss, _, _, _ = _least_squares(spread=0.5)
+    tx = optax.inject_hyperparams(js.optimizers.polyak_momentum, static_args=("variant",))(
+        momentum=0.9, max_learning_rate=5.0, variant="hb"
+    )
+
+    @jax.jit
+    @eqx.debug.assert_max_traces(max_traces=1)
+    def step(w, state):
+        value, grads = jax.value_and_grad(loss)(w)
+        updates, state = tx.update(grads, state, w, value=value)
+        return optax.apply_updates(w, updates), state
+
+    w, state = jnp.zeros(8), tx.init(jnp.zeros(8))
+    for k in range(60):
+        state.hyperparams["momentum"] = jnp.asarray(0.9 if k < 30 else 0.0)
+        w, state = step(w, state)
+    assert loss(w) < 1e-5 * loss(jnp.zeros(8))
