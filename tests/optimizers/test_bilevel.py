@@ -223,3 +223,32 @@ def test_failures_and_bad_input():
         js.optimizers.penalty_bilevel(lambda x, y, a: y * jnp.ones(2), g, 0.0, 0.0)
     with pytest.raises(TypeError, match="floating"):
         js.optimizers.penalty_bilevel(f, g, jnp.zeros(2, jnp.int32), 0.0)
+
+
+def test_stochastic_steps_in_a_users_jitted_loop():
+    # F2SA's setting: each step sees a fresh sample of the lower-level problem. Here
+    # g = (y - x - noise)^2/2 with zero-mean noise, f = (y - 1)^2/2 + x^2/2: the bilevel
+    # solution is still x* = 1/2 (penalty method: lam/(1 + 2 lam)). The user drives
+    # PenaltyBilevel.step in lax.scan, passing the sample as `args`.
+    f, _ = _toy()
+    g = lambda x, y, noise: jnp.sum(0.5 * (y - x - noise) ** 2)
+    solver = js.optimizers.PenaltyBilevel(
+        penalty=100.0, learning_rate=0.05, inner_learning_rate=0.5, inner_steps=5
+    )
+    noise = 0.3 * jax.random.normal(jax.random.key(0), (2000, 4))
+
+    @jax.jit
+    def run(noise):
+        state = solver.init(f, g, jnp.zeros(4), jnp.zeros(4), noise[0])
+
+        def body(state, sample):
+            state = solver.step(f, g, sample, state)
+            return state, state.x
+
+        return jax.lax.scan(body, state, noise)[1]
+
+    xs = run(noise)
+    tail = xs[1000:]  # after the transient, the iterates fluctuate around the fixed point
+    fixed_point = 100.0 / 201.0
+    assert abs(float(jnp.mean(tail)) - fixed_point) < 0.02
+    assert float(jnp.std(tail)) < 0.1
