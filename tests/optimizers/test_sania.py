@@ -201,7 +201,7 @@ def test_float32():
     X = jax.random.normal(jax.random.key(0), (30, 6), jnp.float32)
     y = X @ jnp.linspace(-1.0, 1.0, 6, dtype=jnp.float32)
     loss = _least_squares_loss(X, y)
-    for preconditioner in ("adagrad_sqr", "adam_sqr"):
+    for preconditioner in ("adam_sqr",):  # the heavier dtype path (one compile: CI time)
         w, trace = _run(
             js.optimizers.sania(preconditioner, b2=0.9), loss, jnp.zeros(6, jnp.float32), 60
         )
