@@ -48,7 +48,7 @@ class CBOState(NamedTuple):
     - `particles`: the particles, a pytree whose leaves have a leading axis of size N.
     - `values`: f at each particle, shape (N,).
     - `consensus`: the consensus point v (the pytree of one particle).
-    - `spread`: sqrt(mean_i |X_i - v|^2), the root-mean-square distance to the consensus.
+    - `spread`: the median over particles of |X_i - v|_2, the distance to the consensus.
     - `key`: the key for the next step's noise.
     - `num_steps`: the steps taken.
 
@@ -93,7 +93,15 @@ class CBO(AbstractIterativeSolver):
     - `anisotropic`: noise `sigma |X - v|_j` per coordinate j (True, default) or
       `sigma |X - v|_2` on every coordinate (False). Static.
     - `rtol`, `atol`: stop when `spread <= atol + rtol |v|_2`, i.e. when the particles have
-      reached consensus.
+      reached consensus (`spread` is the median distance of the particles to the consensus
+      point: the multiplicative noise gives the distances heavy tails).
+
+    Two regimes. With `sigma**2 < 2 lam` (the defaults) the particles contract and the solve
+    stops by itself at consensus: right for landscapes with few local minima. Hard landscapes
+    (Rastrigin in d = 10) need the exploratory regime of strong anisotropic noise and a mild
+    alpha (e.g. `alpha=3, sigma=5, dt=0.04`): the particles keep exploring, so run a fixed
+    horizon (`max_steps`, `throw=False`: the result is then `max_steps_reached` and `value` the
+    consensus point at the horizon), or lower sigma over time in your own loop.
 
     **Methods** (the problem `fn` first, the state last):
 
@@ -107,7 +115,7 @@ class CBO(AbstractIterativeSolver):
 
     ```python
     fn = lambda x: jnp.sum((x - 1.0) ** 2)
-    solver = js.optimizers.CBO(alpha=1e3, lam=1.0, sigma=0.5, dt=0.05)
+    solver = js.optimizers.CBO(alpha=1e4, lam=1.0, sigma=1.0, dt=0.05)
     particles = jax.random.uniform(jax.random.key(0), (100, 2), minval=-3.0, maxval=3.0)
 
     @jax.jit
@@ -116,7 +124,7 @@ class CBO(AbstractIterativeSolver):
         return jax.lax.fori_loop(0, 100, lambda i, s: solver.step(fn, s), state)
 
     state = run(particles, jax.random.key(1))
-    assert jnp.allclose(state.consensus, 1.0, atol=1e-2)
+    assert jnp.allclose(state.consensus, 1.0, atol=2e-2)
     ```
 
     References: Pinnau, Totzeck, Tse & Martin, "A consensus-based model for global optimization
@@ -215,7 +223,8 @@ class CBOSolution(AbstractSolution):
     - `value`: the consensus point (the pytree of one particle), the estimate of the minimiser.
     - `result`: `RESULTS.successful` (consensus reached: `spread <= atol + rtol |v|`),
       `RESULTS.max_steps_reached` or `RESULTS.nonfinite`.
-    - `stats`: `"num_steps"`, `"spread"` (final rms distance of the particles to the consensus),
+    - `stats`: `"num_steps"`, `"spread"` (final median distance of the particles to the
+      consensus),
       `"num_evaluations"` (of `fn`).
     - `state`: the final `CBOState` (particles, their values, the key), to continue with
       `CBO.step`.

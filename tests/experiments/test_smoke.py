@@ -29,6 +29,16 @@ TINY = {
     "learning_to_relax": dict(grid=4, num_systems=20, num_omegas=4, num_seeds=2, max_steps=100),
     "sde_cir_adaptive": dict(num_paths=8, steps=[8, 16], tolerances=[0.1, 0.03]),
     "sde_order_table": dict(num_paths=8, steps=[4, 8]),
+    "cbo_rastrigin": dict(dims=[2], particles=[10, 20], num_seeds=4, num_steps=50),
+    "zo_finetune": dict(
+        hidden=[8],
+        pretrain_steps=5,
+        evaluation_budget=200,
+        num_records=2,
+        num_directions=2,
+        cge_density=0.1,
+        methods=["backprop", "zo_two_point"],
+    ),
     "langevin_vs_nuts": dict(
         num_data=20,
         dim=2,
