@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PyTree
 
 from .._core import check_floating, check_option, hyperparameter, is_concrete
@@ -81,6 +82,15 @@ def _axpy(scale, direction, tree):
 def _split_params(params):
     """(floating-point array leaves, the rest): the estimate is taken over the first."""
     return eqx.partition(params, eqx.is_inexact_array)
+
+
+def _as_flat(diff):
+    """`(x, unflatten)`: the leaves of `diff` as one vector when they share a dtype (one fused
+    perturbation per direction instead of one per leaf), else `diff` itself."""
+    leaves = jax.tree.leaves(diff)
+    if len(leaves) > 1 and len({jnp.result_type(x) for x in leaves}) == 1:
+        return ravel_pytree(diff)
+    return diff, lambda x: x
 
 
 def _size(diff) -> int:
@@ -181,13 +191,14 @@ class TwoPoint(AbstractGradientEstimator):
 
     def estimate(self, fn, params, key, args):
         diff, static = _split_params(params)
-        f = lambda d: fn(eqx.combine(d, static), *args)
-        value = f(diff)
+        x, unflatten = _as_flat(diff)
+        f = lambda x: fn(eqx.combine(unflatten(x), static), *args)
+        value = f(x)
         mu = jnp.asarray(self.smoothing, value.dtype)
         dim = _size(diff)
 
         def direction(index):
-            u = _gaussian_direction(jax.random.fold_in(key, index), diff)
+            u = _gaussian_direction(jax.random.fold_in(key, index), x)
             if self.distribution == "sphere":
                 norm = jnp.sqrt(_tree_sum_squares(u))
                 u = jax.tree.map(lambda x: x / norm.astype(x.dtype), u)
@@ -195,15 +206,14 @@ class TwoPoint(AbstractGradientEstimator):
 
         def accumulate(index, total):
             u = direction(index)
-            slope = (f(_axpy(mu, u, diff)) - f(_axpy(-mu, u, diff))) / (2 * mu)
+            slope = (f(_axpy(mu, u, x)) - f(_axpy(-mu, u, x))) / (2 * mu)
             if self.distribution == "sphere":
                 slope = slope * dim
             return _axpy(slope, u, total)
 
-        zeros = jax.tree.map(jnp.zeros_like, diff)
+        zeros = jax.tree.map(jnp.zeros_like, x)
         total = lax.fori_loop(0, self.num_directions, accumulate, zeros)
-        grad = jax.tree.map(lambda g: g / self.num_directions, total)
-        return value, grad
+        return value, unflatten(jax.tree.map(lambda g: g / self.num_directions, total))
 
 
 class Coordinate(AbstractGradientEstimator):
@@ -389,20 +399,20 @@ class ForwardGradient(AbstractGradientEstimator):
 
     def estimate(self, fn, params, key, args):
         diff, static = _split_params(params)
-        f = lambda d: fn(eqx.combine(d, static), *args)
-        out = jax.eval_shape(f, diff)
+        x, unflatten = _as_flat(diff)
+        f = lambda x: fn(eqx.combine(unflatten(x), static), *args)
+        out = jax.eval_shape(f, x)
 
         def accumulate(index, carry):
             total, _ = carry
-            v = _gaussian_direction(jax.random.fold_in(key, index), diff)
-            value, slope = jax.jvp(f, (diff,), (v,))
+            v = _gaussian_direction(jax.random.fold_in(key, index), x)
+            value, slope = jax.jvp(f, (x,), (v,))
             return _axpy(slope, v, total), value
 
-        zeros = jax.tree.map(jnp.zeros_like, diff)
+        zeros = jax.tree.map(jnp.zeros_like, x)
         init = (zeros, jnp.zeros(out.shape, out.dtype))
         total, value = lax.fori_loop(0, self.num_directions, accumulate, init)
-        grad = jax.tree.map(lambda g: g / self.num_directions, total)
-        return value, grad
+        return value, unflatten(jax.tree.map(lambda g: g / self.num_directions, total))
 
 
 def estimate_gradient(
