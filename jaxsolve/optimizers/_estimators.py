@@ -63,7 +63,9 @@ def _gaussian_direction(key, diff):
     for index, dtype in enumerate(dtypes):
         positions = [i for i, x in enumerate(leaves) if str(jnp.result_type(x)) == dtype]
         sizes = [int(np.prod(jnp.shape(leaves[i]))) for i in positions]
-        draw = jax.random.normal(jax.random.fold_in(key, index), (sum(sizes),), dtype)
+        # one dtype (the usual case): exactly jax.random.normal(key, ...) on the flat vector
+        group_key = key if len(dtypes) == 1 else jax.random.fold_in(key, index)
+        draw = jax.random.normal(group_key, (sum(sizes),), dtype)
         offsets = np.cumsum([0] + sizes)
         for i, start, stop in zip(positions, offsets[:-1], offsets[1:]):
             noise[i] = draw[start:stop].reshape(jnp.shape(leaves[i]))
