@@ -111,12 +111,20 @@ def test_entry_point_contract_jit_vmap_no_recompile_and_results():
     fn = lambda x: jnp.sum((x - 0.3) ** 2)
     particles = jax.random.uniform(jax.random.key(0), (64, 3), minval=-2.0, maxval=2.0)
     key = jax.random.key(1)
-    sol = opt.cbo_minimize(fn, particles, key, alpha=1e4, sigma=1.0, dt=0.05, max_steps=500)
+    # sigma traced: a new value does not recompile
+    jitted = jax.jit(
+        lambda p, k, s: opt.cbo_minimize(fn, p, k, alpha=1e4, sigma=s, dt=0.05, max_steps=500)
+    )
+    sol = jitted(particles, key, 1.0)
     assert isinstance(sol, js._core.AbstractSolution)
     assert sol.result == js.RESULTS.successful
     np.testing.assert_allclose(sol.value, 0.3, atol=2e-2)
     assert sol.stats["spread"] <= 1e-3 + 1e-3 * float(jnp.linalg.norm(sol.value))
     assert sol.stats["num_evaluations"] == 64 * (sol.stats["num_steps"] + 1)
+    # the same key gives the same numbers under vmap
+    keys = jnp.stack([key, jax.random.key(2)])
+    batched = jax.vmap(lambda k: jitted(particles, k, 1.0).value)(keys)
+    np.testing.assert_allclose(batched[0], sol.value, rtol=1e-10)
 
     @eqx.filter_jit
     @eqx.debug.assert_max_traces(max_traces=1)
@@ -129,31 +137,24 @@ def test_entry_point_contract_jit_vmap_no_recompile_and_results():
     b = run(opt.CBO(alpha=50.0, sigma=0.7, dt=0.02), particles, key)  # no new trace
     assert not jnp.allclose(a.consensus, b.consensus)
 
-    # the same key gives the same numbers under jit and under vmap
-    jitted = jax.jit(
-        lambda p, k, s: opt.cbo_minimize(fn, p, k, alpha=1e4, sigma=s, dt=0.05, max_steps=500)
-    )
-    np.testing.assert_allclose(jitted(particles, key, 1.0).value, sol.value, rtol=1e-10)
-    keys = jax.random.split(key, 3)
-    batched = jax.vmap(lambda k: jitted(particles, k, 1.0).value)(keys)
-    np.testing.assert_allclose(batched[1], jitted(particles, keys[1], 1.0).value, rtol=1e-10)
-
     # pytree particles: each leaf with the particle axis first
     tree = {"a": particles[:, :2], "b": particles[:, 2]}
     tree_fn = lambda x: jnp.sum((x["a"] - 0.3) ** 2) + (x["b"] - 0.3) ** 2
     tree_sol = opt.cbo_minimize(tree_fn, tree, key, alpha=1e4, sigma=1.0, dt=0.05)
     np.testing.assert_allclose(tree_sol.value["b"], 0.3, atol=2e-2)
 
-    # failures are result codes, raised with throw=True
+
+def test_failures_are_result_codes_and_raise_with_throw():
+    fn = lambda x: jnp.sum((x - 0.3) ** 2)
+    particles = jax.random.uniform(jax.random.key(0), (8, 2), minval=-2.0, maxval=2.0)
+    key = jax.random.key(1)
     capped = opt.cbo_minimize(fn, particles, key, max_steps=3, throw=False)
     assert capped.result == js.RESULTS.max_steps_reached
     with pytest.raises(RuntimeError, match="max_steps_reached"):
         opt.cbo_minimize(fn, particles, key, max_steps=3)
     nan_fn = lambda x: jnp.where(x[0] > 10.0, 0.0, jnp.nan)
-    nonfinite = opt.cbo_minimize(nan_fn, particles, key, throw=False)
+    nonfinite = opt.cbo_minimize(nan_fn, particles, key, max_steps=3, throw=False)
     assert nonfinite.result == js.RESULTS.nonfinite and nonfinite.stats["num_steps"] == 0
-    with pytest.raises(RuntimeError, match="nonfinite"):
-        opt.cbo_minimize(nan_fn, particles, key)
 
 
 @pytest.mark.float32
