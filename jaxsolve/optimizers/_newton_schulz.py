@@ -74,7 +74,8 @@ def newton_schulz(
     ```python
     G = jax.random.normal(jax.random.key(0), (16, 32))
     U = js.optimizers.newton_schulz(G, num_steps=4)  # Turbo-Muon's default
-    assert jnp.linalg.norm(U @ U.T - jnp.eye(16)) < 0.35 * 4  # Muon's quintic: sigma ~ 0.7-1.2
+    sigma = jnp.linalg.svd(U, compute_uv=False)  # Muon's quintic: all in about [0.7, 1.2]
+    assert sigma.min() > 0.6 and sigma.max() < 1.25
     cubic = (1.5, -0.5, 0.0)  # the classical iteration converges to U V^T itself
     U = js.optimizers.newton_schulz(G, 20, preconditioned=False, coefficients=cubic)
     u, _, vt = jnp.linalg.svd(G, full_matrices=False)

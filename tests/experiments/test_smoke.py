@@ -26,6 +26,13 @@ TINY = {
         outer_steps=3,
         optimisation_inner_steps=20,
     ),
+    "optimizers_digits": dict(
+        models=["mlp", "cnn"],
+        optimizers=["adam", "polyak_momentum", "schedule_free"],
+        num_steps=5,
+        width=16,
+        target_loss=2.0,
+    ),
     "learning_to_relax": dict(grid=4, num_systems=20, num_omegas=4, num_seeds=2, max_steps=100),
     "sde_cir_adaptive": dict(num_paths=8, steps=[8, 16], tolerances=[0.1, 0.03]),
     "sde_order_table": dict(num_paths=8, steps=[4, 8]),
@@ -84,8 +91,10 @@ def test_experiment_runs_with_tiny_parameters(name, tmp_path):
 def test_cli_runs_a_named_config_with_out(tmp_path, capsys):
     config = tmp_path / "tiny.toml"
     config.write_text(
-        'experiment = "sde_order_table"\nname = "tiny"\n[params]\nnum_paths = 4\nsteps = [4, 8]\n'
+        'experiment = "hyperparam_implicit"\nname = "tiny"\n[params]\nnum_features = 5\n'
+        "num_train = 20\nnum_val = 20\ninner_steps = [5, 10]\nouter_steps = 2\n"
+        "optimisation_inner_steps = 5\n"
     )
     assert main(["run", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 0
     assert (tmp_path / "out" / "results.json").exists()
-    assert "EulerMaruyama" in capsys.readouterr().out
+    assert "implicit" in capsys.readouterr().out
