@@ -95,6 +95,7 @@ def test_cli_runs_a_named_config_with_out(tmp_path, capsys):
         "num_train = 20\nnum_val = 20\ninner_steps = [5, 10]\nouter_steps = 2\n"
         "optimisation_inner_steps = 5\n"
     )
-    assert main(["run", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    with jax.numpy_dtype_promotion("standard"):  # as under `jaxsolve run`, see above
+        assert main(["run", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 0
     assert (tmp_path / "out" / "results.json").exists()
     assert "implicit" in capsys.readouterr().out
