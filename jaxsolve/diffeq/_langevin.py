@@ -143,14 +143,15 @@ class UnderdampedLangevinTerm(AbstractTerm):
 
 
 def _params(terms, x0, h):
-    """Per-leaf (gamma, u, rho = sqrt(2 gamma u), alpha = gamma h) in the dtype of `x`."""
+    """Per-leaf (gamma, u, rho = sqrt(2 gamma u), alpha = gamma h, h) in the dtype of `x`."""
     gamma = _broadcast_param("gamma", terms.gamma, x0)
     u = _broadcast_param("u", terms.u, x0)
 
     def leaf(x, g, uu):
         g = jnp.asarray(g).astype(x.dtype)
         uu = jnp.asarray(uu).astype(x.dtype)
-        return g, uu, jnp.sqrt(2 * g * uu), g * jnp.asarray(h).astype(x.dtype)
+        hx = jnp.asarray(h).astype(x.dtype)
+        return g, uu, jnp.sqrt(2 * g * uu), g * hx, hx
 
     return jax.tree.map(leaf, x0, gamma, u)
 
@@ -205,14 +206,12 @@ class ALIGN(_AbstractLangevin):
 
     def step(self, terms, t0, t1, y0, args, increment, state) -> StepOutput:
         x0, v0 = y0
-        h = t1 - t0
         f0 = state
-        p = _params(terms, x0, h)
+        p = _params(terms, x0, t1 - t0)
         w, hh = _as(increment.W, x0), _as(increment.H, x0)
 
         def first(x, v, f, prm, w, hh):
-            g, u, rho, a = prm
-            hx = jnp.asarray(h).astype(x.dtype)
+            g, u, rho, a, hx = prm
             a1, b1, chh = hx * _phi("A", a), hx * _phi("B", a), hx * _phi("C", a)
             return x + a1 * v - b1 * u * hx * f + rho * (b1 * w + chh * hh)
 
@@ -220,8 +219,7 @@ class ALIGN(_AbstractLangevin):
         f1 = terms.grad_f(x1, args)
 
         def second(v, fa, fb, prm, w, hh):
-            g, u, rho, a = prm
-            hx = jnp.asarray(h).astype(v.dtype)
+            g, u, rho, a, hx = prm
             beta, aa = jnp.exp(-a), _phi("A", a)
             a1, b1, chh = hx * aa, hx * _phi("B", a), hx * _phi("C", a)
             v1 = beta * v - u * ((a1 - b1) * fa + b1 * fb) + rho * (aa * w - g * chh * hh)
@@ -267,14 +265,12 @@ class ShOULD(_AbstractLangevin):
 
     def step(self, terms, t0, t1, y0, args, increment, state) -> StepOutput:
         x0, v0 = y0
-        h = t1 - t0
         f0 = state
-        p = _params(terms, x0, h)
+        p = _params(terms, x0, t1 - t0)
         w, hh, kk = _as(increment.W, x0), _as(increment.H, x0), _as(increment.K, x0)
 
         def half(x, v, f, prm, w, hh, kk):
-            g, u, rho, a = prm
-            hx = jnp.asarray(h).astype(x.dtype)
+            g, u, rho, a, hx = prm
             a_half, b_half = (hx / 2) * _phi("A", a / 2), (hx / 4) * _phi("B", a / 2)
             v_shift = v + rho * (hh + 6 * kk)
             return x + a_half * v_shift + b_half * (-u * hx * f + rho * (w - 12 * kk))
@@ -283,8 +279,7 @@ class ShOULD(_AbstractLangevin):
         f1 = terms.grad_f(x1, args)
 
         def full(x, v, fa, fb, prm, w, hh, kk):
-            g, u, rho, a = prm
-            hx = jnp.asarray(h).astype(x.dtype)
+            g, u, rho, a, hx = prm
             a1, b1 = hx * _phi("A", a), hx * _phi("B", a)
             chk = hx * _phi("C", a) * hh + hx * _phi("D", a) * kk
             return x + a1 * v - u * hx * b1 * (fa / 3 + 2 * fb / 3) + rho * (b1 * w + chk), chk
@@ -294,8 +289,7 @@ class ShOULD(_AbstractLangevin):
         f2 = terms.grad_f(x2, args)
 
         def velocity(v, fa, fb, fc, prm, w, chk):
-            g, u, rho, a = prm
-            hx = jnp.asarray(h).astype(v.dtype)
+            g, u, rho, a, hx = prm
             beta1, beta_half, aa = jnp.exp(-a), jnp.exp(-a / 2), _phi("A", a)
             simpson = beta1 * fa / 6 + 2 * beta_half * fb / 3 + fc / 6
             trapezoid = (beta1 * fa + fc) / 2
@@ -347,8 +341,7 @@ class QUICSORT(_AbstractLangevin):
 
     def step(self, terms, t0, t1, y0, args, increment, state) -> StepOutput:
         x0, v0 = y0
-        h = t1 - t0
-        p = _params(terms, x0, h)
+        p = _params(terms, x0, t1 - t0)
         w, hh, kk = _as(increment.W, x0), _as(increment.H, x0), _as(increment.K, x0)
 
         def coeffs(a, hx):
@@ -358,8 +351,7 @@ class QUICSORT(_AbstractLangevin):
             return a_l, a_r, a_1, b_l, b_r, b_1
 
         def first(x, v, prm, w, hh, kk):
-            g, u, rho, a = prm
-            hx = jnp.asarray(h).astype(x.dtype)
+            g, u, rho, a, hx = prm
             a_l, _, _, b_l, _, _ = coeffs(a, hx)
             v_shift = v + rho * (hh + 6 * kk)
             return x + a_l * v_shift + b_l * rho * (w - 12 * kk)
@@ -368,8 +360,7 @@ class QUICSORT(_AbstractLangevin):
         f1 = terms.grad_f(x1, args)
 
         def second(x, v, fa, prm, w, hh, kk):
-            g, u, rho, a = prm
-            hx = jnp.asarray(h).astype(x.dtype)
+            g, u, rho, a, hx = prm
             _, a_r, _, _, b_r, _ = coeffs(a, hx)
             v_shift = v + rho * (hh + 6 * kk)
             a_third = (hx / 3) * _phi("A", a / 3)
@@ -379,8 +370,7 @@ class QUICSORT(_AbstractLangevin):
         f2 = terms.grad_f(x2, args)
 
         def final(x, v, fa, fb, prm, w, hh, kk):
-            g, u, rho, a = prm
-            hx = jnp.asarray(h).astype(x.dtype)
+            g, u, rho, a, hx = prm
             a_l, a_r, a_1, b_l, b_r, b_1 = coeffs(a, hx)
             beta_l, beta_r, beta_1 = jnp.exp(-a * _L), jnp.exp(-a * _R), jnp.exp(-a)
             fa, fb = u * hx * fa, u * hx * fb
