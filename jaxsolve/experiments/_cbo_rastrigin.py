@@ -11,7 +11,7 @@ import numpy as np
 from .. import optimizers
 from ._plot import line_plot
 from ._registry import ExperimentOutput, RunContext, register
-from ._schema import MinLength, PositiveFloat, PositiveInt, Seed
+from ._schema import MinLength, PositiveFloat, PositiveInt, Range, Seed
 
 
 def _rastrigin(x, shift):
@@ -57,6 +57,7 @@ def _success_rate(dim, num_particles, num_seeds, params, seed):
     "cbo_rastrigin",
     "Consensus-based optimisation on the shifted Rastrigin function: success rate (|v - x*|_inf "
     "< tol) over seeds, vs number of particles and dimension.",
+    requires=[("abs(shift) < box", lambda p: abs(p["shift"]) < p["box"])],
 )
 def cbo_rastrigin(
     ctx: RunContext,
@@ -68,7 +69,7 @@ def cbo_rastrigin(
     sigma: PositiveFloat = 5.0,
     dt: PositiveFloat = 0.04,
     num_steps: PositiveInt = 600,
-    shift: float = 1.0,
+    shift: Annotated[float, Range(-1e3, 1e3)] = 1.0,
     box: PositiveFloat = 3.0,
     success_tolerance: PositiveFloat = 0.25,
     seed: Seed = 0,
