@@ -59,7 +59,6 @@ def scale_by_shampoo(
     precondition_frequency: int = 10,
     block_size: int = 1024,
     grafting: str = "adam",
-    inverse_root: int = 4,
 ) -> optax.GradientTransformation:
     """Shampoo's direction without the learning rate (see `shampoo`)."""
 
@@ -122,8 +121,8 @@ def scale_by_shampoo(
                 # The statistics are debiased like Adam's moments so that without grafting the
                 # step has the same scale from the first step on.
                 return (
-                    symmetric_inverse_root(debias(left, b2, count), inverse_root, eps),
-                    symmetric_inverse_root(debias(right, b2, count), inverse_root, eps),
+                    symmetric_inverse_root(debias(left, b2, count), 4, eps),
+                    symmetric_inverse_root(debias(right, b2, count), 4, eps),
                 )
 
             def keep(left, right, old):

@@ -83,7 +83,9 @@ def scale_by_soap(
     """SOAP's direction without the learning rate (see `soap`).
 
     `fix_basis=True` keeps every eigenbasis at the identity (the rotations still run): the
-    result is then `optax.scale_by_adam(b1, b2, eps)`, bit for bit. It exists to test that.
+    result is then `optax.scale_by_adam(b1, b2, eps)`, the same floating-point operations (bit
+    for bit op by op; compiled, XLA may fuse the two programs differently, to rounding). It
+    exists to test that.
     """
 
     def init_fn(params):
@@ -207,7 +209,12 @@ def soap(
     eigenbases come from `eigh` at the first step and are refreshed every
     `precondition_frequency` steps by one step of power iteration with a QR decomposition
     (columns sorted by their eigenvalue estimates, the second moment permuted with them).
-    Unlike the paper's reference code, the first step already updates the parameters.
+    Unlike the paper's reference code, the first step already updates the parameters: in the
+    exact eigenbasis of $G G^\top$ and $G^\top G$ the rotated gradient is diagonal, so that step
+    is the polar factor $U V^\top$ of $G$ (a Muon step). While the bases still nearly
+    diagonalise each gradient, SOAP's steps have Frobenius norm about $\sqrt{\text{rank}}$ times
+    the learning rate, shorter than Adam's $\sqrt{mn}$: it wants a larger learning rate than
+    Adam early on (or warm-up).
 
     Leaves that are not matrices (biases, scalars, higher-rank tensors) get plain Adam(W), and a
     side of a matrix longer than `max_precond_dim` is left unrotated. Weight decay is
