@@ -8,10 +8,12 @@
 - Inverse matrix roots by `eigh`, and the blocking of a matrix into tiles of bounded size.
 """
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
 
 def cast(hyper: Any, dtype) -> Any:
@@ -90,3 +92,54 @@ def eigenbasis(matrix):
     """Eigenvectors of a symmetric matrix, columns ordered by decreasing eigenvalue."""
     _, eigenvectors = jnp.linalg.eigh(matrix)
     return eigenvectors[:, ::-1]
+
+
+class PreconditionedAdamState(NamedTuple):
+    """State of `scale_by_soap` and `scale_by_shampoo`: the step count, Adam's first and second
+    moments, and per leaf (in `jax.tree.leaves` order) that optimiser's preconditioner state
+    (`None` for the leaves it does not precondition)."""
+
+    count: jax.Array
+    mu: Any
+    nu: Any
+    preconditioners: tuple
+
+
+def preconditioned_adam(
+    init_leaf: Callable[[jax.Array], Any], update_leaf: Callable[..., tuple]
+) -> optax.GradientTransformation:
+    """The optax plumbing shared by SOAP and Shampoo: Adam moments plus a per-leaf
+    preconditioner, each leaf updated on its own.
+
+    `init_leaf(param) -> preconditioner` (None where there is none);
+    `update_leaf(grad, mu, nu, preconditioner, count) -> (direction, mu, nu, preconditioner)`,
+    with `count` the step number after increment.
+    """
+
+    def init_fn(params):
+        return PreconditionedAdamState(
+            count=jnp.zeros((), jnp.int32),
+            mu=jax.tree.map(jnp.zeros_like, params),
+            nu=jax.tree.map(jnp.zeros_like, params),
+            preconditioners=tuple(init_leaf(leaf) for leaf in jax.tree.leaves(params)),
+        )
+
+    def update_fn(updates, state, params=None):
+        del params
+        count = increment(state.count)
+        leaves, treedef = jax.tree.flatten(updates)
+        mus, nus = treedef.flatten_up_to(state.mu), treedef.flatten_up_to(state.nu)
+        out = [
+            update_leaf(grad, mu, nu, pre, count)
+            for grad, mu, nu, pre in zip(leaves, mus, nus, state.preconditioners, strict=True)
+        ]
+        directions, new_mus, new_nus, new_pres = zip(*out, strict=True) if out else ((),) * 4
+        new_state = PreconditionedAdamState(
+            count=count,
+            mu=treedef.unflatten(new_mus),
+            nu=treedef.unflatten(new_nus),
+            preconditioners=tuple(new_pres),
+        )
+        return treedef.unflatten(directions), new_state
+
+    return optax.GradientTransformation(init_fn, update_fn)

@@ -1,14 +1,12 @@
 """Newton-Schulz orthogonalisation with AOL preconditioning, and Turbo-Muon built on it."""
 
-from typing import Any, NamedTuple
-
 import jax
 import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float
 
 from .._core import check_positive
-from ._matrix import adam_direction, cast, debias, ema, increment, is_matrix
+from ._matrix import adam_direction, cast, debias, ema, increment, is_matrix, preconditioned_adam
 
 # The quintic of Muon (Jordan et al., 2024): the largest slope at zero for which the iteration
 # still maps (0, 1] into roughly [0.7, 1.2]; it trades exact convergence for speed.
@@ -116,15 +114,6 @@ def newton_schulz(
     return jnp.swapaxes(x, -1, -2) if tall else x
 
 
-class ScaleByTurboMuonState(NamedTuple):
-    """State of `scale_by_turbo_muon`: the step count, the momentum and Adam's second moment
-    (used by the non-matrix leaves only)."""
-
-    count: jax.Array
-    mu: Any
-    nu: Any
-
-
 def scale_by_turbo_muon(
     momentum: float = 0.95,
     ns_steps: int = 4,
@@ -137,13 +126,6 @@ def scale_by_turbo_muon(
 ) -> optax.GradientTransformation:
     """Turbo-Muon's direction without the learning rate (see `turbo_muon`). With
     `preconditioned=False` and `ns_steps=5` it is `optax.contrib.muon`'s direction."""
-
-    def init_fn(params):
-        return ScaleByTurboMuonState(
-            count=jnp.zeros((), jnp.int32),
-            mu=jax.tree.map(jnp.zeros_like, params),
-            nu=jax.tree.map(jnp.zeros_like, params),
-        )
 
     def leaf(grad, mu, nu, count):
         if not is_matrix(grad):
@@ -166,18 +148,11 @@ def scale_by_turbo_muon(
         fan_in, fan_out = grad.shape
         return direction * max(1.0, fan_out / fan_in) ** 0.5, mu, nu
 
-    def update_fn(updates, state, params=None):
-        del params
-        count = increment(state.count)
-        leaves, treedef = jax.tree.flatten(updates)
-        mus, nus = treedef.flatten_up_to(state.mu), treedef.flatten_up_to(state.nu)
-        out = [leaf(g, m, v, count) for g, m, v in zip(leaves, mus, nus, strict=True)]
-        directions, new_mus, new_nus = zip(*out, strict=True) if out else ((),) * 3
-        return treedef.unflatten(directions), ScaleByTurboMuonState(
-            count, treedef.unflatten(new_mus), treedef.unflatten(new_nus)
-        )
+    def update_leaf(grad, mu, nu, preconditioner, count):
+        return (*leaf(grad, mu, nu, count), preconditioner)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    # the plumbing of SOAP and Shampoo, with no preconditioner state
+    return preconditioned_adam(lambda param: None, update_leaf)
 
 
 def _turbo_muon_chain(learning_rate, momentum, ns_steps, nesterov, preconditioned=True):

@@ -1,6 +1,6 @@
 """Shampoo with blocking and grafting (Gupta, Koren and Singer, 2018; Anil et al., 2020)."""
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,8 +13,8 @@ from ._matrix import (
     cast,
     debias,
     ema,
-    increment,
     is_matrix,
+    preconditioned_adam,
     symmetric_inverse_root,
 )
 
@@ -31,17 +31,6 @@ class _Block(NamedTuple):
     right: jax.Array
     left_root: jax.Array
     right_root: jax.Array
-
-
-class ScaleByShampooState(NamedTuple):
-    """State of `scale_by_shampoo`: the step count, the first moment of the gradient, the
-    second moment of Adam grafting (zeros otherwise), and per leaf (in `jax.tree.leaves`
-    order) a tuple of `_Block`s in row-major block order (`None` for non-matrix leaves)."""
-
-    count: jax.Array
-    mu: Any
-    nu: Any
-    blocks: tuple
 
 
 def _grid(shape, block_size):
@@ -62,42 +51,16 @@ def scale_by_shampoo(
 ) -> optax.GradientTransformation:
     """Shampoo's direction without the learning rate (see `shampoo`)."""
 
-    def init_fn(params):
-        def blocks(leaf):
-            if not is_matrix(leaf):
-                return None
-            out = []
-            for (r0, r1), (c0, c1) in _grid(leaf.shape, block_size):
-                rows, cols = r1 - r0, c1 - c0
-                zeros = lambda k: jnp.zeros((k, k), leaf.dtype)  # noqa: E731
-                eye = lambda k: jnp.eye(k, dtype=leaf.dtype)  # noqa: E731
-                out.append(_Block(zeros(rows), zeros(cols), eye(rows), eye(cols)))
-            return tuple(out)
-
-        return ScaleByShampooState(
-            count=jnp.zeros((), jnp.int32),
-            mu=jax.tree.map(jnp.zeros_like, params),
-            nu=jax.tree.map(jnp.zeros_like, params),
-            blocks=tuple(blocks(leaf) for leaf in jax.tree.leaves(params)),
-        )
-
-    def update_fn(updates, state, params=None):
-        del params
-        count = increment(state.count)
-        leaves, treedef = jax.tree.flatten(updates)
-        mus, nus = treedef.flatten_up_to(state.mu), treedef.flatten_up_to(state.nu)
-        out = [
-            _update_leaf(grad, mu, nu, blocks, count)
-            for grad, mu, nu, blocks in zip(leaves, mus, nus, state.blocks, strict=True)
-        ]
-        directions, new_mus, new_nus, new_blocks = zip(*out, strict=True) if out else ((),) * 4
-        new_state = ScaleByShampooState(
-            count=count,
-            mu=treedef.unflatten(new_mus),
-            nu=treedef.unflatten(new_nus),
-            blocks=tuple(new_blocks),
-        )
-        return treedef.unflatten(directions), new_state
+    def blocks(leaf):
+        if not is_matrix(leaf):
+            return None
+        out = []
+        for (r0, r1), (c0, c1) in _grid(leaf.shape, block_size):
+            rows, cols = r1 - r0, c1 - c0
+            zeros = lambda k: jnp.zeros((k, k), leaf.dtype)  # noqa: E731
+            eye = lambda k: jnp.eye(k, dtype=leaf.dtype)  # noqa: E731
+            out.append(_Block(zeros(rows), zeros(cols), eye(rows), eye(cols)))
+        return tuple(out)
 
     def _update_leaf(grad, mu, nu, blocks, count):
         mu = ema(grad, mu, b1)
@@ -146,7 +109,7 @@ def scale_by_shampoo(
         direction = _assemble(pieces, grad.shape, block_size)
         return direction, mu, nu, tuple(new_blocks)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return preconditioned_adam(blocks, _update_leaf)
 
 
 def _assemble(pieces, shape, block_size):

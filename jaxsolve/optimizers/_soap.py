@@ -1,6 +1,6 @@
 """SOAP: Adam run in the eigenbasis of Shampoo's preconditioner (Vyas et al., 2024)."""
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +8,7 @@ import optax
 from jax import lax
 
 from .._core import check_positive
-from ._matrix import adam_direction, cast, debias, eigenbasis, ema, increment, is_matrix
+from ._matrix import adam_direction, cast, debias, eigenbasis, ema, is_matrix, preconditioned_adam
 
 _HIGHEST = lax.Precision.HIGHEST
 
@@ -19,18 +19,6 @@ class _Side(NamedTuple):
 
     statistic: jax.Array
     basis: jax.Array
-
-
-class ScaleBySoapState(NamedTuple):
-    """State of `scale_by_soap`: the step count, Adam's first moment (in the parameters' own
-    coordinates), its second moment (in the rotated coordinates of matrix leaves) and, for each
-    leaf in `jax.tree.leaves` order, its `(left, right)` sides (`None` for a side left
-    unrotated, and for non-matrix leaves)."""
-
-    count: jax.Array
-    mu: Any
-    nu: Any
-    sides: tuple
 
 
 def _rotate(x, left, right):
@@ -88,42 +76,16 @@ def scale_by_soap(
     exists to test that.
     """
 
-    def init_fn(params):
-        def sides(leaf):
-            if not is_matrix(leaf):
+    def sides(leaf):
+        if not is_matrix(leaf):
+            return None
+
+        def side(size):
+            if size > max_precond_dim:
                 return None
+            return _Side(jnp.zeros((size, size), leaf.dtype), jnp.eye(size, dtype=leaf.dtype))
 
-            def side(size):
-                if size > max_precond_dim:
-                    return None
-                return _Side(jnp.zeros((size, size), leaf.dtype), jnp.eye(size, dtype=leaf.dtype))
-
-            return (side(leaf.shape[0]), side(leaf.shape[1]))
-
-        return ScaleBySoapState(
-            count=jnp.zeros((), jnp.int32),
-            mu=jax.tree.map(jnp.zeros_like, params),
-            nu=jax.tree.map(jnp.zeros_like, params),
-            sides=tuple(sides(leaf) for leaf in jax.tree.leaves(params)),
-        )
-
-    def update_fn(updates, state, params=None):
-        del params
-        count = increment(state.count)
-        leaves, treedef = jax.tree.flatten(updates)
-        mus, nus = treedef.flatten_up_to(state.mu), treedef.flatten_up_to(state.nu)
-        out = [
-            _update_leaf(grad, mu, nu, sides, count)
-            for grad, mu, nu, sides in zip(leaves, mus, nus, state.sides, strict=True)
-        ]
-        directions, new_mus, new_nus, new_sides = zip(*out, strict=True) if out else ((),) * 4
-        new_state = ScaleBySoapState(
-            count=count,
-            mu=treedef.unflatten(new_mus),
-            nu=treedef.unflatten(new_nus),
-            sides=tuple(new_sides),
-        )
-        return treedef.unflatten(directions), new_state
+        return (side(leaf.shape[0]), side(leaf.shape[1]))
 
     def _update_leaf(grad, mu, nu, sides, count):
         if sides is None:  # biases, scalars, tensors: Adam (as the paper does)
@@ -170,7 +132,7 @@ def scale_by_soap(
             left, right, nu = lax.cond(refresh, do_refresh, lambda op: op, (left, right, nu))
         return direction, mu, nu, (left, right)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return preconditioned_adam(sides, _update_leaf)
 
 
 def _soap_chain(

@@ -51,7 +51,7 @@ def test_preconditioner_is_recomputed_every_precondition_frequency_steps():
     roots, update = [], jax.jit(tx.update)
     for _ in range(7):
         _, state = update(jnp.asarray(rng.standard_normal((3, 4))), state, params)
-        roots.append(np.asarray(state.inner_state[0].blocks[0][0].left_root))
+        roots.append(np.asarray(state.inner_state[0].preconditioners[0][0].left_root))
     changed = [not np.array_equal(a, b) for a, b in zip(roots, roots[1:], strict=False)]
     # computed at steps 1, 3 and 6: changes between steps 2->3 and 5->6 only
     assert changed == [False, True, False, False, True, False]

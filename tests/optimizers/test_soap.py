@@ -100,7 +100,7 @@ def test_refreshed_basis_diagonalises_the_statistic():
     for _ in range(60):
         grads = jnp.asarray(A @ rng.standard_normal((6, 5)))
         _, state = update(grads, state, params)
-    left, _ = state.inner_state[0].sides[0]
+    left, _ = state.inner_state[0].preconditioners[0]
     rotated = np.asarray(left.basis.T @ left.statistic @ left.basis)
     off = rotated - np.diag(np.diag(rotated))
     assert np.linalg.norm(off) < 1e-2 * np.linalg.norm(rotated)
@@ -111,7 +111,7 @@ def test_long_sides_stay_unrotated_and_biases_get_adam():
     params = {"w": jnp.ones((3, 20)), "b": jnp.ones(20), "s": jnp.ones(())}
     tx = js.optimizers.soap(learning_rate=0.1, max_precond_dim=10)
     state = tx.init(params)
-    sides = state.inner_state[0].sides
+    sides = state.inner_state[0].preconditioners
     by_name = dict(zip(sorted(params), sides, strict=True))
     assert by_name["b"] is None and by_name["s"] is None
     left, right = by_name["w"]
