@@ -11,8 +11,9 @@ import numpy as np
 import optax
 
 from .. import optimizers as js_optimizers
+from ._data import digits
 from ._plot import line_plot
-from ._registry import ConfigError, ExperimentOutput, RunContext, register
+from ._registry import ExperimentOutput, RunContext, register
 from ._schema import MinLength, PositiveFloat, PositiveInt, Seed
 
 Model = Literal["mlp", "cnn"]
@@ -28,21 +29,6 @@ _ALL_OPTIMIZERS = [
     "polyak_momentum",
     "schedule_free",
 ]
-
-
-def _load_digits(seed):
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ConfigError(
-            "experiment 'optimizers_digits' needs scikit-learn: pip install 'jaxsolve[experiments]'"
-        ) from None
-    X, y = load_digits(return_X_y=True)
-    order = np.random.default_rng(seed).permutation(len(y))
-    X, y = X[order] / 16.0, y[order]
-    split = int(0.8 * len(y))
-    arrays = (X[:split], y[:split], X[split:], y[split:])
-    return tuple(jnp.asarray(a, jnp.float32 if a.dtype.kind == "f" else jnp.int32) for a in arrays)
 
 
 def _dense(key, fan_in, fan_out):
@@ -199,7 +185,8 @@ def optimizers_digits(
     apart). Headline: steps to reach `target_loss` (training cross-entropy) relative to
     Adam's."""
     optimizer_names = list(dict.fromkeys(optimizers))
-    data = _load_digits(seed)
+    (X_train, y_train), (X_test, y_test) = digits("optimizers_digits", seed, 0.8)
+    data = (X_train, y_train, X_test, y_test)
     table, curves = [], {}
     for model in models:
         params = _init(model, jax.random.key(seed), width)

@@ -10,27 +10,10 @@ import numpy as np
 import optax
 
 from .. import optimizers
+from ._data import digits
 from ._plot import line_plot
-from ._registry import ConfigError, ExperimentOutput, RunContext, register
+from ._registry import ExperimentOutput, RunContext, register
 from ._schema import MinLength, PositiveFloat, PositiveInt, Seed, UnitInterval
-
-
-def _load_digits(seed):
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ConfigError(
-            "experiment 'zo_finetune' needs scikit-learn: pip install 'jaxsolve[experiments]'"
-        ) from None
-    X, y = load_digits(return_X_y=True)
-    order = np.random.default_rng(seed).permutation(len(y))
-    X, y = X[order] / 16.0, y[order]
-    half = len(y) // 2
-    to = lambda a, dtype: jnp.asarray(a, dtype)
-    return (
-        (to(X[:half], jnp.float32), to(y[:half], jnp.int32)),
-        (to(X[half:], jnp.float32), to(y[half:], jnp.int32)),
-    )
 
 
 def _init_mlp(key, widths):
@@ -193,7 +176,7 @@ def zo_finetune(
     beside the loss alone (inference) and backprop through all layers. The headline gives the
     final accuracy, the evaluations to reach `target_accuracy` and the memory per method.
     `methods` picks which of the four run."""
-    train, test = _load_digits(seed)
+    train, test = digits("zo_finetune", seed, 0.5)
     widths = [64, *hidden, 10]
     key_body, key_mask = jax.random.split(jax.random.key(seed))
     layers = _init_mlp(key_body, widths)
