@@ -17,6 +17,10 @@ import os
 import pytest
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+# One BLAS thread per test process: the suite runs a worker per core (pytest-xdist), and
+# LAPACK's threads (behind `eigh`, `qr` on CPU) spinning against the other workers made one
+# 256 x 256 eigh take seconds instead of milliseconds on a loaded 2-core machine.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import jax  # noqa: E402
 
