@@ -320,11 +320,14 @@ def cbo_minimize(
         raise ValueError(f"`fn` must return a scalar for one particle, got {got}")
     solver = CBO(alpha, lam, sigma, dt, anisotropic, rtol, atol)
     # Hyperparameters that are traced cannot be checked eagerly: check them at run time.
+    # The check rides on the scalar itself, not on the particles: a check that carried the
+    # particles through its host callback would gather a sharded swarm onto one device.
     for name, bound in (("alpha", 0), ("lam", 1), ("sigma", 0), ("dt", 1)):
         value = getattr(solver, name)
         if not is_concrete(value):
             ok = value > 0 if bound else value >= 0
-            particles = eqx.error_if(particles, ~(ok & jnp.isfinite(value)), f"`{name}` is invalid")
+            value = eqx.error_if(value, ~(ok & jnp.isfinite(value)), f"`{name}` is invalid")
+            solver = eqx.tree_at(lambda s, name=name: getattr(s, name), solver, value)
     state = solver.init(fn, particles, key)
     loop = bounded_while_loop(
         lambda s: ~solver.terminate(fn, s)[0],
@@ -339,11 +342,8 @@ def cbo_minimize(
         (result == RESULTS.successful) & loop.max_steps_reached, RESULTS.max_steps_reached, result
     )
     solution = solver.solution(fn, state, result)
-    # The error check cannot carry PRNG key arrays: check the rest, put the key back.
-    keys, rest = eqx.partition(solution, _is_key)
-    rest = check_result(rest, solution.result, throw, "jaxsolve.optimizers.cbo_minimize")
-    return eqx.combine(keys, rest)
-
-
-def _is_key(x) -> bool:
-    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+    # Only the consensus point goes through the error check: a check that carried the
+    # particles through its host callback would gather a sharded swarm onto one device (and
+    # it cannot carry the PRNG key).
+    value = check_result(solution.value, solution.result, throw, "jaxsolve.optimizers.cbo_minimize")
+    return eqx.tree_at(lambda s: s.value, solution, value)

@@ -120,7 +120,9 @@ class PolyakMomentum(eqx.Module):
         _require_value(value, "polyak_momentum")
         grads = updates
         beta = self.momentum
-        grads = _checked_traced(grads, "momentum", beta, (beta >= 0) & (beta < 1))
+        # the check rides on the scalar: carried on the gradients, its host callback would
+        # gather sharded gradients onto one device
+        beta = _checked_traced(beta, "momentum", beta, (beta >= 0) & (beta < 1))
         sq_dtype = jnp.result_type(*jax.tree.leaves(grads))
         gap = jnp.asarray(value).astype(sq_dtype) - self.f_star.astype(sq_dtype)
         if self.variant == "smag":
