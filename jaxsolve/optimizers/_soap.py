@@ -66,6 +66,7 @@ def scale_by_soap(
     precondition_frequency: int = 10,
     max_precond_dim: int = 10000,
     *,
+    one_sided: bool = False,
     fix_basis: bool = False,
 ) -> optax.GradientTransformation:
     """SOAP's direction without the learning rate (see `soap`).
@@ -85,7 +86,10 @@ def scale_by_soap(
                 return None
             return _Side(jnp.zeros((size, size), leaf.dtype), jnp.eye(size, dtype=leaf.dtype))
 
-        return (side(leaf.shape[0]), side(leaf.shape[1]))
+        rows, cols = leaf.shape
+        if one_sided:  # only the shorter side is rotated (ties: the rows)
+            return (side(rows), None) if rows <= cols else (None, side(cols))
+        return (side(rows), side(cols))
 
     def _update_leaf(grad, mu, nu, sides, count):
         if sides is None:  # biases, scalars, tensors: Adam (as the paper does)
@@ -143,10 +147,19 @@ def _soap_chain(
     weight_decay,
     precondition_frequency,
     max_precond_dim,
+    one_sided=False,
     fix_basis=False,
 ) -> optax.GradientTransformation:
     return optax.chain(
-        scale_by_soap(b1, b2, eps, precondition_frequency, max_precond_dim, fix_basis=fix_basis),
+        scale_by_soap(
+            b1,
+            b2,
+            eps,
+            precondition_frequency,
+            max_precond_dim,
+            one_sided=one_sided,
+            fix_basis=fix_basis,
+        ),
         optax.add_decayed_weights(weight_decay),
         optax.scale_by_learning_rate(learning_rate),
     )
@@ -160,6 +173,8 @@ def soap(
     weight_decay: float = 0.0,
     precondition_frequency: int = 10,
     max_precond_dim: int = 10000,
+    *,
+    one_sided: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     r"""SOAP: Adam(W) in the eigenbasis of Shampoo's preconditioner.
 
@@ -194,6 +209,9 @@ def soap(
     - `weight_decay`: decoupled weight decay.
     - `precondition_frequency`: steps between refreshes of the eigenbases.
     - `max_precond_dim`: sides longer than this are not rotated.
+    - `one_sided`: rotate only the shorter side of each matrix (the paper's one-sided SOAP,
+      its Section 6.2: memory and the eigendecomposition of one `min(m, n)` square factor per
+      layer, at some cost per step in loss).
 
     **Returns:** an `optax.GradientTransformationExtraArgs`.
 
@@ -218,8 +236,15 @@ def soap(
     for name, value in (("eps", eps), ("weight_decay", weight_decay)):
         check_positive(name, value, allow_zero=True)
     _check_frequency_and_dim(precondition_frequency, "max_precond_dim", max_precond_dim)
-    return optax.inject_hyperparams(_soap_chain, static_args=("max_precond_dim",))(
-        learning_rate, b1, b2, eps, weight_decay, precondition_frequency, max_precond_dim
+    return optax.inject_hyperparams(_soap_chain, static_args=("max_precond_dim", "one_sided"))(
+        learning_rate,
+        b1,
+        b2,
+        eps,
+        weight_decay,
+        precondition_frequency,
+        max_precond_dim,
+        one_sided,
     )
 
 

@@ -11,13 +11,13 @@ from hypothesis import given, settings, strategies as st
 import jaxsolve as js
 from jaxsolve.optimizers._soap import _soap_chain
 
-_STATIC = ("max_precond_dim",)
+_STATIC = ("max_precond_dim", "one_sided")
 
 
 def _with_identity_basis(lr, b1, b2, eps, weight_decay):
     """SOAP with its eigenbases pinned to the identity (the rotations still run)."""
     return optax.inject_hyperparams(_soap_chain, static_args=_STATIC)(
-        lr, b1, b2, eps, weight_decay, 3, 10000, True
+        lr, b1, b2, eps, weight_decay, 3, 10000, False, True
     )
 
 
@@ -248,3 +248,31 @@ def test_bad_input():
         js.optimizers.soap(0.1, max_precond_dim=2.5)
     with pytest.raises(ValueError, match="eps"):
         js.optimizers.soap(0.1, eps=-1.0)
+
+
+def test_one_sided_rotates_only_the_shorter_side():
+    """One-sided SOAP (Vyas et al., Sec. 6.2) is two-sided SOAP with the longer side left
+    unrotated: for a (4, 9) weight it equals `max_precond_dim=4` exactly, and keeps one factor."""
+    rng = np.random.default_rng(0)
+    params = {
+        "w": jnp.asarray(rng.standard_normal((4, 9))),
+        "v": jnp.asarray(rng.standard_normal((7, 3))),
+    }
+    grads = _gradients(rng, params, 4, jnp.float64)
+    one = js.optimizers.soap(0.1, precondition_frequency=2, one_sided=True)
+    two = js.optimizers.soap(0.1, precondition_frequency=2, max_precond_dim=4)
+
+    def run(tx, p):
+        state = tx.init(p)
+        for g in grads:
+            updates, state = tx.update(g, state, p)
+            p = optax.apply_updates(p, updates)
+        return p, state
+
+    (p1, s1), (p2, _) = run(one, params), run(two, params)
+    # "v" (7, 3): one-sided rotates its 3 columns; max_precond_dim=4 rotates those same columns
+    np.testing.assert_array_equal(p1["w"], p2["w"])
+    np.testing.assert_array_equal(p1["v"], p2["v"])
+    (v_sides, w_sides) = s1.inner_state[0].preconditioners  # leaves in sorted-key order
+    assert w_sides[1] is None and w_sides[0].basis.shape == (4, 4)
+    assert v_sides[0] is None and v_sides[1].basis.shape == (3, 3)
