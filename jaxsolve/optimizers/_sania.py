@@ -202,7 +202,12 @@ def sania(
     - `preconditioner`: one of the above.
     - `f_star`: the minimum of the loss, or a lower bound (0 for interpolating models).
     - `b2`: the moving-average factor, in [0, 1) (`"adam_sqr"`, `"hutchinson"`).
-    - `eps`: a floor on `b_k` (>= 0). Any `eps > 0` breaks exact scale invariance.
+    - `eps`: a floor on `b_k` (>= 0). Any `eps > 0` breaks exact scale invariance. With
+      `"adagrad_sqr"` the first step is `-(f - f_star) / (d g_i)` per coordinate: a coordinate
+      with a tiny gradient moves far. On problems that are not interpolating (`f_star` below
+      the true minimum) or whose gradients have near-zero coordinates this can diverge (a
+      (64, 16) least-squares fit with a non-zero optimum does); a small `eps` or `scaling < 1`
+      tames it.
     - `scaling`: a factor on the Polyak step (> 0; 1 is the method as published).
     - `key`: a `jax.random` key for `"hutchinson"` (required there).
 
