@@ -1,6 +1,5 @@
 """Newton-Schulz orthogonalisation (plain and AOL-preconditioned) and Turbo-Muon."""
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -152,23 +151,11 @@ def test_turbo_muon_step_is_orthogonal_with_width_scaling():
     np.testing.assert_allclose(updates["b"], -(1 + 0.9 / 1.9), rtol=1e-6)
 
 
-def test_new_learning_rate_does_not_recompile_and_vmap_over_it():
+def test_vmap_over_the_learning_rate():
     params = _params()
     grads = jax.tree.map(lambda p: jnp.linspace(-1.0, 2.0, p.size).reshape(p.shape), params)
     tx = js.optimizers.turbo_muon(learning_rate=0.1)
-
-    @jax.jit
-    @eqx.debug.assert_max_traces(max_traces=1)
-    def step(params, state, grads):
-        return tx.update(grads, state, params)
-
-    state = tx.init(params)
-    u1, _ = step(params, state, grads)
-    old = state.hyperparams["learning_rate"]
-    state.hyperparams["learning_rate"] = jnp.full_like(old, 0.01)
-    u2, _ = step(params, state, grads)
-    for key in params:
-        np.testing.assert_allclose(u2[key], 0.1 * u1[key], rtol=1e-12)
+    u1, _ = jax.jit(tx.update)(grads, tx.init(params), params)
 
     def with_lr(lr):
         state = tx.init(params)
