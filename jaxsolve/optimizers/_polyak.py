@@ -73,12 +73,13 @@ def _check_in_unit_interval(name: str, value: Any) -> None:
             raise ValueError(f"`{name}` must be in [0, 1), got {number}")
 
 
-def _checked_traced(tree: Any, name: str, value: Any, ok: Any) -> Any:
-    """`tree`, with a run-time error attached when `value` is traced and not `ok` (a value in
-    [0, 1) is what every caller checks)."""
+def _checked_traced(value: Any, name: str, ok: Any) -> Any:
+    """`value`, with a run-time error attached when it is traced and not `ok` (a value in
+    [0, 1) is what every caller checks). The check rides on the scalar itself: carried on the
+    gradients, its host callback would gather sharded gradients onto one device."""
     if is_concrete(value):
-        return tree
-    return eqx.error_if(tree, ~ok, f"`{name}` must be in [0, 1)")
+        return value
+    return eqx.error_if(value, ~ok, f"`{name}` must be in [0, 1)")
 
 
 def _polyak_step(gap: jax.Array, sq_norm: jax.Array, max_learning_rate, eps) -> jax.Array:
@@ -120,9 +121,7 @@ class PolyakMomentum(eqx.Module):
         _require_value(value, "polyak_momentum")
         grads = updates
         beta = self.momentum
-        # the check rides on the scalar: carried on the gradients, its host callback would
-        # gather sharded gradients onto one device
-        beta = _checked_traced(beta, "momentum", beta, (beta >= 0) & (beta < 1))
+        beta = _checked_traced(beta, "momentum", (beta >= 0) & (beta < 1))
         sq_dtype = jnp.result_type(*jax.tree.leaves(grads))
         gap = jnp.asarray(value).astype(sq_dtype) - self.f_star.astype(sq_dtype)
         if self.variant == "smag":

@@ -144,9 +144,7 @@ class Sania(eqx.Module):
         del extra_args
         _require_value(value, "sania")
         grads = updates
-        # the check rides on the scalar: carried on the gradients, its host callback would
-        # gather sharded gradients onto one device
-        b2 = _checked_traced(self.b2, "b2", self.b2, (self.b2 >= 0) & (self.b2 < 1))
+        b2 = _checked_traced(self.b2, "b2", (self.b2 >= 0) & (self.b2 < 1))
         this = self if b2 is self.b2 else eqx.tree_at(lambda s: s.b2, self, b2)
         diagonal, key = this._diagonal(grads, state, params, value_fn)
 
