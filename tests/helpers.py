@@ -4,6 +4,10 @@ Each pillar keeps its problems in its own section below (test SDEs with known so
 analytic diffusion models, problems with closed-form optima), plus generic checks.
 """
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -653,3 +657,26 @@ def nonlinear_problem_set(dtype=jnp.float64):
         ),
     )
     return least_squares, minimisation
+
+
+# ---------------------------------------------------------------------------------------------
+# Several devices
+# ---------------------------------------------------------------------------------------------
+
+
+def run_on_8_devices(script: str, timeout: float = 600) -> None:
+    """Run `script` in a fresh Python with 8 simulated CPU devices (the device count is fixed
+    when JAX starts) from the repository root; it must print "OK". XLA's "involuntary full
+    rematerialization" warning (a sharded array gathered onto one device) fails the test."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+    assert "Involuntary full rematerialization" not in proc.stderr

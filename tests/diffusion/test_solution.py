@@ -1,8 +1,5 @@
 """`sample_solution` (result codes, stats, state) and the checks that hold under `jit`."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import equinox as eqx
@@ -13,7 +10,7 @@ import pytest
 
 import jaxsolve as js
 from jaxsolve.diffusion._sample import INVALID_GRID
-from tests.helpers import standard_gaussian_case
+from tests.helpers import run_on_8_devices, standard_gaussian_case
 
 D = js.diffusion
 DATA, X_T = standard_gaussian_case()
@@ -152,15 +149,4 @@ _SHARDING_SCRIPT = textwrap.dedent(
 
 
 def test_sharded_batch_stays_sharded():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run(
-        [sys.executable, "-c", _SHARDING_SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-    )
-    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
-    assert "Involuntary full rematerialization" not in proc.stderr
+    run_on_8_devices(_SHARDING_SCRIPT, timeout=300)

@@ -6,10 +6,9 @@ unsharded inputs and its output sharding is asserted; XLA's "involuntary full
 rematerialization" warning (a gather of a sharded array onto one device) must not appear.
 """
 
-import os
-import subprocess
-import sys
 import textwrap
+
+from tests.helpers import run_on_8_devices
 
 _SCRIPT = textwrap.dedent(
     """
@@ -91,15 +90,4 @@ _SCRIPT = textwrap.dedent(
 
 
 def test_optimizers_on_sharded_inputs_match_unsharded():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-    )
-    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
-    assert "Involuntary full rematerialization" not in proc.stderr
+    run_on_8_devices(_SCRIPT)
