@@ -64,11 +64,15 @@ class DDIM(AbstractSampler):
     def init(self, model, x_T, ts, key):
         if self._eta_is_traced():
             if key is None:
-                x_T = eqx.error_if(
-                    x_T,
+                # The check rides on the scalar `eta` and reaches `x_T` through an exact `+ 0`:
+                # carried on `x_T` itself, its host callback would gather a sharded batch onto
+                # one device.
+                eta = eqx.error_if(
+                    self.eta,
                     self.eta != 0,
                     "jaxsolve.diffusion.DDIM: `eta` > 0 draws noise and needs a `key`",
                 )
+                x_T = x_T + jnp.zeros((), x_T.dtype) * eta.astype(x_T.dtype)
             return DDIMState(x_T, key)
         return DDIMState(x_T, key if self.is_stochastic() else None)
 

@@ -143,6 +143,9 @@ _SHARDING_SCRIPT = textwrap.dedent(
     sol = run(D.DDIM(0.5), D.Model(model.fn, D.VPLinear(beta_min=0.2)), x_T, jax.random.key(0))
     assert sol.value.dtype == jnp.float32 and bool(sol.result == js.RESULTS.successful)
     assert sol.value.sharding.is_equivalent_to(sharding, 2), sol.value.sharding
+    # A traced `eta` without a key: its run-time check (eta must be 0) must not gather x_T.
+    out = jax.jit(lambda eta, x: D.sample(D.DDIM(eta), model, x, ts))(jnp.float32(0.0), x_T)
+    assert out.sharding.is_equivalent_to(sharding, 2), out.sharding
     print("OK")
     """
 )
