@@ -282,3 +282,26 @@ def test_errors():
     # Under jit the checks run at run time.
     with pytest.raises(Exception, match="outside"):
         jax.jit(lambda t: bm.increment(0.0, t).W)(2.0).block_until_ready()
+
+
+def test_memory_does_not_grow_with_the_number_of_queries():
+    """The tree stores its key and interval only: a loop of 10^6 queries compiles to the same
+    temporary memory as a loop of 100 (the state is regenerated, never cached)."""
+
+    def queries(n):
+        bm = js.brownian.VirtualBrownianTree(
+            0.0, 1.0, 1e-6, (4,), jr.key(0), levy_area="space-time"
+        )
+
+        def body(i, total):
+            s = i / n
+            increment = bm.increment(s, s + 1.0 / n)
+            return total + increment.W + increment.H
+
+        return jax.lax.fori_loop(0, n, body, jnp.zeros(4))
+
+    def temp_bytes(n):
+        compiled = jax.jit(queries, static_argnums=0).lower(n).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    assert temp_bytes(10**6) == temp_bytes(100)
