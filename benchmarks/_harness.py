@@ -5,6 +5,9 @@ repeated runs after `block_until_ready`; `print_table` prints rows with the rati
 to its anchor measured in the same process.
 """
 
+import atexit
+import json
+import os
 import platform
 import statistics
 import time
@@ -71,26 +74,51 @@ def measure_interleaved(
 
 
 def machine() -> str:
+    """One line naming the machine: processor, cores, device count and kind, jax, python."""
     device = jax.devices()[0]
-    return f"{platform.processor() or platform.machine()}, {jax.device_count()} x {device.device_kind}, jax {jax.__version__}, python {platform.python_version()}"
+    return (
+        f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores), "
+        f"{jax.device_count()} x {device.device_kind}, jax {jax.__version__}, "
+        f"python {platform.python_version()}"
+    )
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (None where the OS does not report it)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+# Every table printed in this process, as markdown: `python -m benchmarks` collects them (the
+# environment variable names the JSON file they are written to when the process exits).
+TABLES: list[dict] = []
+_TABLES_FILE = "JAXSOLVE_BENCHMARK_TABLES"
+
+
+def _dump_tables():
+    path = os.environ.get(_TABLES_FILE)
+    if path:
+        with open(path, "w") as f:
+            json.dump(TABLES, f)
+
+
+atexit.register(_dump_tables)
 
 
 def print_table(title: str, timings: list[Timing], anchor: str) -> list[dict]:
-    """Print timings with ratios to the entry named `anchor`; returns the rows."""
+    """Print timings with ratios to the entry named `anchor` as a markdown table (and record it
+    for `python -m benchmarks`); returns the rows."""
     base = next(t for t in timings if t.name == anchor)
     rows = []
-    print(f"\n## {title}\n({machine()})")
-    print(
-        f"| {'entry':40s} | compile+first (s) | run median (s) | run / {anchor} | first / {anchor} | note"
-    )
-    print(
-        f"|{'-' * 42}|-------------------|----------------|{'-' * (9 + len(anchor))}|{'-' * (11 + len(anchor))}|-----"
-    )
+    lines = [
+        f"| entry | compile+first (s) | run median (s) | run / {anchor} | first / {anchor} | note |",
+        "|---|---|---|---|---|---|",
+    ]
     for t in timings:
         run_ratio = t.run_s / base.run_s
         first_ratio = t.first_call_s / base.first_call_s
-        print(
-            f"| {t.name:40s} | {t.first_call_s:17.3f} | {t.run_s:14.3e} | {run_ratio:{6 + len(anchor)}.3f} | {first_ratio:{8 + len(anchor)}.3f} | {t.note}"
+        lines.append(
+            f"| {t.name} | {t.first_call_s:.3f} | {t.run_s:.3e} | {run_ratio:.3f} | "
+            f"{first_ratio:.3f} | {t.note} |"
         )
         rows.append(
             {
@@ -102,4 +130,17 @@ def print_table(title: str, timings: list[Timing], anchor: str) -> list[dict]:
                 "note": t.note,
             }
         )
+    where = machine()
+    print(f"\n## {title}\n({where})")
+    print("\n".join(lines))
+    TABLES.append(
+        {"title": title, "machine": where, "load": load_average(), "markdown": "\n".join(lines)}
+    )
     return rows
+
+
+def add_note(text: str) -> None:
+    """Print `text` and attach it, below the table, to the last table recorded."""
+    print(text)
+    if TABLES:
+        TABLES[-1].setdefault("notes", []).append(text.strip())

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 
 import jaxsolve as js  # noqa: E402
 
-from ._harness import measure, print_table  # noqa: E402
+from ._harness import add_note, measure, print_table  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -39,11 +39,13 @@ def interleaved_minimum(title, entries, *args, rounds=30):
             jax.block_until_ready(fn(*args))
             best[name] = min(best[name], time.perf_counter() - start)
     anchor = entries[1][0]
-    print(f"\n{title}: minimum of {rounds} interleaved calls")
-    for name, _ in entries:
-        print(
-            f"  {name:40s} {best[name] * 1e3:8.3f} ms   {best[name] / best[anchor]:.3f}x {anchor}"
+    add_note(
+        f"\n{title}, minimum of {rounds} interleaved calls: "
+        + "; ".join(
+            f"{name} {best[name] * 1e3:.3f} ms ({best[name] / best[anchor]:.3f}x)"
+            for name, _ in entries
         )
+    )
     return best
 
 
