@@ -144,3 +144,15 @@ def add_note(text: str) -> None:
     print(text)
     if TABLES:
         TABLES[-1].setdefault("notes", []).append(text.strip())
+
+
+def record_table(title: str, header: list[str], rows: list[list]) -> None:
+    """Print and record a table that is not a timing comparison (e.g. memory figures)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    where = machine()
+    print(f"\n## {title}\n({where})")
+    print("\n".join(lines))
+    TABLES.append(
+        {"title": title, "machine": where, "load": load_average(), "markdown": "\n".join(lines)}
+    )
