@@ -148,8 +148,9 @@ def diffrax_unsafe_em(keys):
             lambda t, y, a: lineax.DiagonalLinearOperator(diag_diffusion(t, y, a)), bm
         )
         terms = diffrax.MultiTerm(diffrax.ODETerm(drift), control)
+        # (UnsafeBrownianPath is not reverse-differentiable: ForwardMode, its fastest loop)
         sol = diffrax.diffeqsolve(terms, diffrax.Euler(), 0.0, 1.0, DT, Y0,
-                                  max_steps=NUM_STEPS + 10)  # fmt: skip
+                                  max_steps=NUM_STEPS + 10, adjoint=diffrax.ForwardMode())  # fmt: skip
         return sol.ys[-1]
 
     return jax.vmap(one)(keys)
