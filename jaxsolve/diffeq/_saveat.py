@@ -20,8 +20,15 @@ class SaveAt(eqx.Module):
       solves step onto each save time (interpolating a Brownian path would add an O(sqrt(dt))
       error); constant-step SDE solves interpolate linearly between grid points. Costs
       O(steps + saves).
-    - `steps`: save after every accepted step (the unused tail of the buffer, `max_steps`
-      long for adaptive solves, is filled with `inf`).
+    - `steps`: `True` saves after every accepted step; a positive int `k` after every `k`-th
+      accepted step (steps `k, 2k, ...`). The unused tail of the buffer (`max_steps // k`
+      long for adaptive solves) is filled with `inf`.
+    - `dense`: keep every step's dense output, so that `sol.evaluate(t)` gives the solution at
+      any `t` between `t0` and `t1` (the same interpolant as `ts`; it costs a buffer of
+      `max_steps` steps' stages for adaptive solves).
+    - `fn`: a function `fn(t, y, args)` applied to every saved value (at `t0`, `ts`, `steps`,
+      `t1`), so that a summary, not the whole state, is kept; `None` saves `y`. It does not
+      apply to `sol.evaluate`, which returns `y`.
 
     The output `sol.ts`/`sol.ys` concatenates, in this order, `t0`, `ts`, `steps`, `t1`.
 
@@ -34,16 +41,44 @@ class SaveAt(eqx.Module):
                           controller=js.diffeq.PIDController(rtol=1e-6, atol=1e-8))
     assert jnp.allclose(sol.ts, jnp.array([0.0, 0.25, 0.5, 0.75, 1.0]))
     assert jnp.allclose(sol.ys, jnp.exp(-sol.ts), rtol=1e-5)
+
+    # dense output, and a saved summary
+    saveat = js.diffeq.SaveAt(t1=True, dense=True, fn=lambda t, y, args: y**2)
+    sol = js.diffeq.solve(term, js.diffeq.Tsit5(), 0.0, 1.0, jnp.ones(()), saveat=saveat,
+                          controller=js.diffeq.PIDController(rtol=1e-6, atol=1e-8))
+    assert jnp.allclose(sol.ys[-1], jnp.exp(-2.0), rtol=1e-5)
+    ts = jnp.linspace(0.0, 1.0, 7)
+    assert jnp.allclose(sol.evaluate(ts), jnp.exp(-ts), rtol=1e-5)
     ```
     """
 
     t0: bool = False
     t1: bool = False
     ts: Any = None
-    steps: bool = False
+    steps: bool | int = False
+    dense: bool = False
+    fn: Any = None
+
+    @property
+    def every(self) -> int:
+        """How many accepted steps lie between two `steps` saves (0: no `steps` saves)."""
+        return int(self.steps)
 
     def __check_init__(self):
-        for name in ("t0", "t1", "steps"):
+        if isinstance(self.steps, bool):
+            pass
+        elif isinstance(self.steps, (int, np.integer)):
+            if self.steps < 1:
+                raise ValueError(f"`SaveAt.steps` must be a bool or an int >= 1, got {self.steps}")
+        else:
+            raise TypeError(
+                f"`SaveAt.steps` must be a bool or a positive int, got {type(self.steps).__name__}"
+            )
+        if self.fn is not None and not callable(self.fn):
+            raise TypeError(
+                f"`SaveAt.fn` must be a function fn(t, y, args), got {type(self.fn).__name__}"
+            )
+        for name in ("t0", "t1", "dense"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(
                     f"`SaveAt.{name}` must be a bool, got {type(getattr(self, name)).__name__}"
@@ -65,5 +100,5 @@ class SaveAt(eqx.Module):
                     "`SaveAt.ts` must be monotone: non-decreasing (or non-increasing, to "
                     "integrate backwards with t1 < t0)"
                 )
-        if not (self.t0 or self.t1 or self.steps or self.ts is not None):
-            raise ValueError("`SaveAt` saves nothing: set t0, t1, steps or ts")
+        if not (self.t0 or self.t1 or self.steps or self.dense or self.ts is not None):
+            raise ValueError("`SaveAt` saves nothing: set t0, t1, steps, ts or dense")

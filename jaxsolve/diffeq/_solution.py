@@ -16,6 +16,11 @@ class Solution(AbstractSolution):
       `num_rejected_steps`.
     - `state`: the solver state after the last accepted step (e.g. the FSAL derivative), or
       `None`.
+    - `interpolation`: with `SaveAt(dense=True)`, the dense output behind `evaluate`; else
+      `None`.
+    - `event_mask`: with `solve(..., event=...)`, a boolean scalar: whether the event fired
+      (the solve then stopped at the event time, and `result` is still successful); else
+      `None`.
 
     **Example:**
 
@@ -37,7 +42,23 @@ class Solution(AbstractSolution):
     result: RESULTS
     stats: dict[str, Any]
     state: Any = None
+    interpolation: Any = None
+    event_mask: Any = None
 
     @property
     def value(self):
         return self.ys
+
+    def evaluate(self, t):
+        """The solution at time(s) `t` (a scalar or an array of any shape) from the solver's
+        dense output; leaves have shape `(*t.shape, *y.shape)`.
+
+        Needs `SaveAt(dense=True)`. Differentiable in `t` and in the inputs of the solve; works
+        under `jit` and `vmap`. `t` must lie between `t0` and `t1` (or the event time).
+        """
+        if self.interpolation is None:
+            raise ValueError(
+                "`Solution.evaluate` needs the dense output: solve with "
+                "`saveat=js.diffeq.SaveAt(dense=True, ...)`"
+            )
+        return self.interpolation.evaluate(t)

@@ -15,6 +15,13 @@ the loop body (its result is discarded by a select). Their step would have zero 
 divided differences and square roots of step sizes have infinite derivatives, and `0 * inf` in
 the backward pass is NaN: such lanes step instead over a real interval ending at their current
 time, whose result is thrown away.
+
+Events (`_event.py`) and the solver-heuristic regularisers (`_regularise.py`) live in the same
+loop: after an accepted step the event condition is checked and, if it changed sign, the step is
+cut at its root (the loop then stops); the regularisers accumulate per-step values that, unlike
+the controller's inputs, keep their gradients. Both force the while loop (not the fixed-grid
+scan), as does nothing else. `SaveAt(dense=True)` keeps every accepted step's `DenseInfo` in a
+`max_steps` buffer for `Solution.evaluate`.
 """
 
 from typing import Any, NamedTuple
@@ -39,9 +46,12 @@ from .._core import (
 from ._adjoint import AbstractAdjoint, RecursiveCheckpointAdjoint
 from ._controller import AbstractStepSizeController, ConstantStep, _rms
 from ._direction import reverse_terms
+from ._event import Event, condition, crossed, event_time
+from ._interpolation import DenseInterpolation
+from ._regularise import Regularise, check_regularise, step_values
 from ._saveat import SaveAt
 from ._solution import Solution
-from ._solver import AbstractSolver, check_compatible, error_order, interpolate
+from ._solver import AbstractSolver, DenseInfo, check_compatible, error_order, interpolate
 from ._term import AbstractTerm
 
 _WHERE = "jaxsolve.diffeq.solve"
@@ -78,9 +88,21 @@ def _stop_gradient(tree):
     return jax.tree.map(lambda x: lax.stop_gradient(x) if eqx.is_array(x) else x, tree)
 
 
-def _y0_at_saves(p):
-    """`y0` repeated at every `SaveAt.ts` (a save buffer's starting content)."""
-    return jax.tree.map(lambda y: jnp.broadcast_to(y, (p.save_ts.shape[0], *y.shape)), p.y0)
+def _saved(p, saveat, tau, y):
+    """What is saved of `y` at integration time `tau`: `y`, or `SaveAt.fn(t, y, args)`."""
+    if saveat.fn is None:
+        return y
+    return saveat.fn(p.sign * tau, y, p.args)
+
+
+def _y0_at_saves(p, saveat):
+    """`y0` (saved) at every `SaveAt.ts` (a save buffer's starting content)."""
+    return jax.vmap(lambda s: _saved(p, saveat, s, p.y0))(p.save_ts)
+
+
+def _inf_buffer(length, tree):
+    """A buffer of `length` copies of `tree`'s shapes, filled with `inf`."""
+    return jax.tree.map(lambda y: jnp.full((length, *y.shape), jnp.inf, y.dtype), tree)
 
 
 def _leading(tree):
@@ -104,6 +126,13 @@ class _Carry(NamedTuple):
     rejected_nonfinite: Any
     result: Any
     progress: Any
+    # SaveAt(dense=True): (starts, ends, infos) of the accepted steps, else None.
+    dense: Any = None
+    # Events: cond_fn at the current point, and whether the event fired; else None.
+    event_value: Any = None
+    event_fired: Any = None
+    # Regularisers: accumulated (and sampled) per-step quantities, else None.
+    regularisers: Any = None
 
 
 class _Problem(NamedTuple):
@@ -117,6 +146,9 @@ class _Problem(NamedTuple):
     y0: Any
     args: Any
     save_ts: Any
+    sign: Any = 1
+    event: Any = None
+    regularise: Any = None
 
 
 def _check_times(t0, t1, dt0):
@@ -179,6 +211,8 @@ def solve(
     adjoint: AbstractAdjoint | None = None,
     throw: bool = True,
     progress=False,
+    event: Event | None = None,
+    regularise: Regularise | None = None,
 ) -> Solution:
     r"""Solve an ODE or SDE from `t0` to `t1`.
 
@@ -205,8 +239,13 @@ def solve(
       under `jit`; if `False` the solution carries the code (`max_steps_reached`, `nonfinite`,
       `dt_underflow`).
     - `progress`: `True` (or a progress meter) shows how far `t` got.
+    - `event`: an `Event`: stop where `event.cond_fn(t, y, args)` changes sign (the event time
+      is then the last time saved, differentiable; `sol.event_mask` says whether it fired).
+    - `regularise`: a `Regularise`: `sol.stats` also carries the differentiable solver-heuristic
+      regularisers `R_E`, `R_S` (and their one-step local variants) of Pal et al.
 
-    **Returns:** a `Solution` with `ts`, `ys`, `result` and `stats`.
+    **Returns:** a `Solution` with `ts`, `ys`, `result` and `stats` (and `evaluate(t)` with
+    `SaveAt(dense=True)`).
 
     **Gradients** through adaptive solves are those of the computed solution with the accepted
     step sizes held constant (as in diffrax); for SDEs the Brownian path is fixed by its key.
@@ -259,6 +298,10 @@ def solve(
         raise ValueError(f"`max_steps` must be a positive int, got {max_steps!r}")
     if not isinstance(throw, bool):
         raise TypeError(f"`throw` must be a bool, got {type(throw).__name__}")
+    if event is not None and not isinstance(event, Event):
+        raise TypeError(
+            f"`event` must be None or a jaxsolve.diffeq.Event, got {type(event).__name__}"
+        )
     stochastic = terms.brownian is not None
     constant = isinstance(controller, ConstantStep)
     if dt0 is None and (constant or stochastic):
@@ -279,6 +322,9 @@ def solve(
     t0 = jnp.asarray(t0, dtype)
     t1 = jnp.asarray(t1, dtype)
     terms.validate(t0, y0, args)
+    if event is not None:
+        eqx.filter_eval_shape(condition, event, t0, y0, args)
+    check_regularise(regularise, solver, controller, terms)
     meter = make_progress_meter(progress, _WHERE)
     eorder = error_order(solver, terms) if not constant else None
     # Python numbers in `args` become weakly typed arrays: traced, so that a new value does not
@@ -291,7 +337,13 @@ def solve(
     if direction != 1:
         terms = reverse_terms(terms, sign)
     num_steps, fixed_times, increments, dt_init = None, None, None, None
-    if constant and all(is_concrete(x) for x in times_given):
+    # An event ends the solve at a time not known in advance: the while loop handles it.
+    if (
+        constant
+        and event is None
+        and regularise is None
+        and all(is_concrete(x) for x in times_given)
+    ):
         tau0, tau1 = direction * float(times_given[0]), direction * float(times_given[1])
         num_steps = int(np.ceil((tau1 - tau0) / abs(float(dt0)) * (1 - 1e-10)))
         if num_steps > max_steps:
@@ -312,7 +364,9 @@ def solve(
                 increments = terms.brownian.increments(grid)
     if num_steps is None and dt0 is not None:
         dt_init = jnp.abs(jnp.asarray(dt0, dtype))
-    problem = _Problem(terms, solver, controller, t0, t1, y0, args, save_ts)
+    problem = _Problem(
+        terms, solver, controller, t0, t1, y0, args, save_ts, event=event, regularise=regularise
+    )
     return _run(
         problem, adjoint, saveat, meter, dt_init, increments, sign, num_steps=num_steps,
         fixed_times=fixed_times, max_steps=max_steps, eorder=eorder, throw=throw,
@@ -341,7 +395,7 @@ def _run(
             "`SaveAt.ts` must lie between t0 and t1 and be monotone in the direction of "
             "integration (checked at run time because the times are traced)",
         )
-    problem = problem._replace(t0=tau0, t1=tau1, save_ts=save_tau)
+    problem = problem._replace(t0=tau0, t1=tau1, save_ts=save_tau, sign=sign)
     if num_steps is not None:
         sol = _solve_fixed(problem, saveat, adjoint, meter, fixed_times, num_steps, increments)
     else:
@@ -395,17 +449,24 @@ def _fixed_grid(times, num_steps, dtype):
     return jnp.asarray(points.astype(np.dtype(dtype)))
 
 
-def _assemble(saveat, t0, y0, dense, steps, final):
-    """Concatenate the saved (ts, ys) in `SaveAt`'s order: t0, ts, steps, t1."""
+def _assemble(p, saveat, dense, steps, final):
+    """Concatenate the saved (ts, ys) in `SaveAt`'s order: t0, ts, steps, t1.
+
+    `dense` and `steps` hold values already passed through `SaveAt.fn`; `final` is `(t, y)`.
+    """
     parts = []
     if saveat.t0:
-        parts.append((t0[None], _leading(y0)))
+        parts.append((p.t0[None], _leading(_saved(p, saveat, p.t0, p.y0))))
     if dense is not None:
         parts.append(dense)
     if saveat.steps:
         parts.append(steps)
     if saveat.t1:
-        parts.append((final[0][None], _leading(final[1])))
+        parts.append((final[0][None], _leading(_saved(p, saveat, final[0], final[1]))))
+    if not parts:  # SaveAt(dense=True) alone: nothing but `sol.evaluate`
+        shapes = jax.eval_shape(lambda: _saved(p, saveat, p.t0, p.y0))
+        empty = jax.tree.map(lambda y: jnp.zeros((0, *y.shape), y.dtype), shapes)
+        return p.t0[None][:0], empty
     ts, ys = zip(*parts, strict=True)
     return jnp.concatenate(ts), _stack_leaves(ys)
 
@@ -414,28 +475,33 @@ def _solve_fixed(p: _Problem, saveat, adjoint, meter, times, num_steps, incremen
     """Constant steps on a grid known before tracing: pre-drawn increments, one `lax.scan`."""
     dtype = p.t0.dtype
     grid = _fixed_grid(times, num_steps, dtype)
-    want_dense = p.save_ts is not None
+    want_ts = p.save_ts is not None
+    every = saveat.every
     if num_steps == 0:  # t0 == t1
-        dense = None
-        if want_dense:
-            dense = (
-                p.save_ts,
-                _y0_at_saves(p),
-            )
-        empty = (grid[:0], jax.tree.map(lambda y: y[None][:0], p.y0))
-        ts, ys = _assemble(saveat, p.t0, p.y0, dense, empty, (p.t1, p.y0))
+        dense = (p.save_ts, _y0_at_saves(p, saveat)) if want_ts else None
+        shapes = jax.eval_shape(lambda: _saved(p, saveat, p.t0, p.y0))
+        empty = (grid[:0], jax.tree.map(lambda y: jnp.zeros((0, *y.shape), y.dtype), shapes))
+        ts, ys = _assemble(p, saveat, dense, empty, (p.t1, p.y0))
         zero = jnp.asarray(0)
         stats = {"num_steps": zero, "num_accepted_steps": zero, "num_rejected_steps": zero}
-        return Solution(ts, ys, RESULTS.successful, stats)
+        interpolation = None
+        if saveat.dense:
+            info = _leading(DenseInfo(p.y0, p.y0))
+            interpolation = DenseInterpolation(grid[:1], grid[:1], info, zero, p.sign, p.t1)
+        return Solution(ts, ys, RESULTS.successful, stats, None, interpolation)
     state = p.solver.init(p.terms, grid[0], grid[1], p.y0, p.args)
     span = p.t1 - p.t0
+    want_info = want_ts or saveat.dense
 
     def body(carry, x):
         y, solver_state, progress = carry
         ta, tb, increment = x
         out = p.solver.step(p.terms, ta, tb, y, p.args, increment, solver_state)
         progress = meter.step(progress, (tb - p.t0) / span)
-        saved = (out.y1 if saveat.steps else None, out.dense_info if want_dense else None)
+        saved = (
+            _saved(p, saveat, tb, out.y1) if every else None,
+            out.dense_info if want_info else None,
+        )
         return (out.y1, out.state, progress), saved
 
     (y_final, solver_state, progress), (ys_steps, infos) = scan_steps(
@@ -446,20 +512,35 @@ def _solve_fixed(p: _Problem, saveat, adjoint, meter, times, num_steps, incremen
     )
     meter.close(progress)
     dense = None
-    if want_dense:
+    if want_ts:
         index = jnp.clip(jnp.searchsorted(grid[1:], p.save_ts, side="left"), 0, num_steps - 1)
         step_info = jax.tree.map(lambda x: x[index], infos)
-        evaluate = lambda a, b, info, s: interpolate(a, b, info, s, p.solver.dense_weights)
+
+        def evaluate(a, b, info, s):
+            return _saved(p, saveat, s, interpolate(a, b, info, s, p.solver.dense_weights))
+
         dense = (p.save_ts, jax.vmap(evaluate)(grid[index], grid[index + 1], step_info, p.save_ts))
-    ts, ys = _assemble(saveat, p.t0, p.y0, dense, (grid[1:], ys_steps), (p.t1, y_final))
+    steps = None
+    if every:
+        steps = (
+            grid[1:][every - 1 :: every],
+            jax.tree.map(lambda v: v[every - 1 :: every], ys_steps),
+        )
+    ts, ys = _assemble(p, saveat, dense, steps, (p.t1, y_final))
     result = RESULTS.where(tree_all_finite(y_final), RESULTS.successful, RESULTS.nonfinite)
     count = jnp.asarray(num_steps)
     stats = {"num_steps": count, "num_accepted_steps": count, "num_rejected_steps": jnp.asarray(0)}
-    return Solution(ts, ys, result, stats, solver_state)
+    interpolation = None
+    if saveat.dense:
+        interpolation = DenseInterpolation(
+            grid[:-1], grid[1:], infos, count, p.sign, p.t1, p.solver.dense_weights
+        )
+    return Solution(ts, ys, result, stats, solver_state, interpolation)
 
 
-def _save_dense(p: _Problem, c: _Carry, t_end, info, accept, loop_kind):
-    """Write the dense output of the step `[c.t, t_end]` at the save times it covers.
+def _save_dense(p: _Problem, saveat, c: _Carry, t_end, cutoff, info, accept, loop_kind):
+    """Write the dense output of the step `[c.t, t_end]` at the save times it covers (up to
+    `cutoff`: `t_end`, or the event time).
 
     Returns the new `(save_index, ys_ts)`. Few save times: all are interpolated and the covered
     ones selected. Many: an inner loop walks from `save_index` over the covered ones only.
@@ -468,10 +549,10 @@ def _save_dense(p: _Problem, c: _Carry, t_end, info, accept, loop_kind):
     num_saves = save_ts.shape[0]
 
     def value_at(s):
-        return interpolate(c.t, t_end, info, s, p.solver.dense_weights)
+        return _saved(p, saveat, s, interpolate(c.t, t_end, info, s, p.solver.dense_weights))
 
     if num_saves <= _VECTOR_SAVES:
-        mask = accept & (save_ts > c.t) & (save_ts <= t_end)
+        mask = accept & (save_ts > c.t) & (save_ts <= cutoff)
         values = jax.vmap(value_at)(save_ts)
         ys_ts = jax.tree.map(
             lambda v, old: jnp.where(mask.reshape((-1,) + (1,) * (v.ndim - 1)), v, old),
@@ -482,7 +563,8 @@ def _save_dense(p: _Problem, c: _Carry, t_end, info, accept, loop_kind):
 
     def pending(carry):
         index, _ = carry
-        return accept & (index < num_saves) & (save_ts[jnp.minimum(index, num_saves - 1)] <= t_end)
+        upcoming = save_ts[jnp.minimum(index, num_saves - 1)]
+        return accept & (index < num_saves) & (upcoming <= cutoff)
 
     def write(carry):
         index, ys_ts = carry
@@ -496,6 +578,21 @@ def _save_dense(p: _Problem, c: _Carry, t_end, info, accept, loop_kind):
     return loop.value
 
 
+def _step_shapes(p: _Problem, dt_init):
+    """The shapes of one step's `DenseInfo` (to allocate the dense-output buffer)."""
+
+    def one_step():
+        t_next = p.t0 + dt_init
+        increment = None
+        if p.terms.brownian is not None:
+            increment = p.terms.brownian.increment(p.t0, t_next)
+        state = p.solver.init(p.terms, p.t0, t_next, p.y0, p.args)
+        out = p.solver.step(p.terms, p.t0, t_next, p.y0, p.args, increment, state)
+        return out.dense_info
+
+    return jax.eval_shape(one_step)
+
+
 def _solve_loop(p: _Problem, saveat, adjoint, meter, dt_init, max_steps, eorder):
     """Adaptive steps (or constant steps with traced times) in a bounded while loop."""
     dtype = p.t0.dtype
@@ -507,6 +604,8 @@ def _solve_loop(p: _Problem, saveat, adjoint, meter, dt_init, max_steps, eorder)
     snap = jnp.maximum(snap, 100 * jnp.finfo(dtype).eps * span)
     constant = isinstance(p.controller, ConstantStep)
     brownian = p.terms.brownian
+    event = p.event
+    every = saveat.every
     # An SDE's path between two steps is not resolved (its dense output is linear, with an
     # O(sqrt(dt)) error that would swamp a strong order 1.5 solver): steps end on the save
     # times instead, so the saved values are the solver's own.
@@ -516,20 +615,42 @@ def _solve_loop(p: _Problem, saveat, adjoint, meter, dt_init, max_steps, eorder)
     ys_ts, save_index = None, jnp.asarray(0)
     if p.save_ts is not None:
         # Save times equal to t0 hold y0 from the start.
-        ys_ts = _y0_at_saves(p)
+        ys_ts = _y0_at_saves(p, saveat)
         save_index = jnp.sum(p.save_ts <= t0).astype(save_index.dtype)
     steps_ts = steps_ys = None
-    if saveat.steps:
-        steps_ts = jnp.full((max_steps,), jnp.inf, dtype)
-        steps_ys = jax.tree.map(lambda y: jnp.full((max_steps, *y.shape), jnp.inf, y.dtype), p.y0)
+    if every:
+        num_slots = max_steps // every
+        steps_ts = jnp.full((num_slots,), jnp.inf, dtype)
+        steps_ys = _inf_buffer(num_slots, jax.eval_shape(lambda: _saved(p, saveat, t0, p.y0)))
+    dense = None
+    if saveat.dense:
+        shapes = _step_shapes(p, dt_init)
+        dense = (
+            jnp.full((max_steps,), jnp.inf, dtype),
+            jnp.full((max_steps,), jnp.inf, dtype),
+            jax.tree.map(lambda x: jnp.zeros((max_steps, *x.shape), x.dtype), shapes),
+        )
+    regularise = p.regularise
+    regularisers = local_time = None
+    if regularise is not None:
+        regularisers = jnp.zeros((4,), dtype)  # R_E, R_S, R_E_local, R_S_local
+        if regularise.key is not None:
+            uniform = jax.random.uniform(regularise.key, (), dtype)
+            local_time = lax.stop_gradient(t0 + uniform * span)
+    event_value = event_fired = None
+    if event is not None:
+        event_value = lax.stop_gradient(condition(event, p.sign * t0, p.y0, p.args))
+        event_fired = jnp.asarray(False)
     zero = jnp.asarray(0)
     init = _Carry(
         t0, p.y0, dt_init, state0, p.controller.init(dtype), save_index, ys_ts, steps_ts,
-        steps_ys, zero, zero, jnp.asarray(False), RESULTS.successful, meter.init(),
+        steps_ys, zero, zero, jnp.asarray(False), RESULTS.successful, meter.init(), dense,
+        event_value, event_fired, regularisers,
     )  # fmt: skip
 
     def cond(c: _Carry):
-        return (c.t < t1) & (c.result == RESULTS.successful)
+        going = (c.t < t1) & (c.result == RESULTS.successful)
+        return going if event is None else going & ~c.event_fired
 
     def body(c: _Carry):
         t_next = c.t + c.dt
@@ -564,25 +685,60 @@ def _solve_loop(p: _Problem, saveat, adjoint, meter, dt_init, max_steps, eorder)
         result = RESULTS.where(failed, code, c.result)
         accept = accept & ~degenerate
         keep = lambda new, old: jnp.where(accept, new, old)
-        y = jax.tree.map(keep, out.y1, c.y)
+        # Where the step ends: its end, or the event time inside it.
+        t_end, y_end = t_next, out.y1
+        event_value, event_fired = c.event_value, c.event_fired
+        if event is not None:
+            g_new = lax.stop_gradient(condition(event, p.sign * t_next, out.y1, p.args))
+            event_fired = accept & crossed(event.direction, c.event_value, g_new)
+            tau_star, y_star = event_time(
+                event, p.sign, t_start, t_next, out.dense_info, p.solver.dense_weights, p.args,
+                event_fired,
+            )  # fmt: skip
+            t_end = jnp.where(event_fired, tau_star, t_next)
+            y_end = jax.tree.map(lambda a, b: jnp.where(event_fired, a, b), y_star, out.y1)
+            event_value = jnp.where(accept, g_new, c.event_value)
+        y = jax.tree.map(keep, y_end, c.y)
         solver_state = jax.tree.map(keep, out.state, c.solver_state)
         save_index, ys_ts = c.save_index, c.ys_ts
         if p.save_ts is not None:
-            save_index, ys_ts = _save_dense(p, c, t_next, out.dense_info, accept, adjoint.loop_kind)
-        steps_ts, steps_ys = c.steps_ts, c.steps_ys
-        if saveat.steps:
-            index = c.num_accepted
-            steps_ts = steps_ts.at[index].set(keep(t_next, steps_ts[index]))
-            steps_ys = jax.tree.map(
-                lambda buf, new: buf.at[index].set(keep(new, buf[index])), steps_ys, out.y1
+            save_index, ys_ts = _save_dense(
+                p, saveat, c, t_next, t_end, out.dense_info, accept, adjoint.loop_kind
             )
-        t = keep(t_next, c.t)
+        steps_ts, steps_ys = c.steps_ts, c.steps_ys
+        if every:
+            count = c.num_accepted + 1
+            write = accept & (count % every == 0)
+            index = jnp.minimum(count // every - 1, steps_ts.shape[0] - 1)
+            index = jnp.maximum(index, 0)
+            put = lambda buf, new: buf.at[index].set(jnp.where(write, new, buf[index]))
+            if steps_ts.shape[0] > 0:
+                steps_ts = put(steps_ts, t_end)
+                steps_ys = jax.tree.map(put, steps_ys, _saved(p, saveat, t_end, y_end))
+        dense = c.dense
+        if saveat.dense:
+            slot = jnp.minimum(c.num_accepted, max_steps - 1)
+            put = lambda buf, new: buf.at[slot].set(jnp.where(accept, new, buf[slot]))
+            starts, ends, infos = c.dense
+            infos = jax.tree.map(put, infos, out.dense_info)
+            dense = (put(starts, t_start), put(ends, t_next), infos)
+        regularisers = c.regularisers
+        if regularise is not None:
+            error, stiffness = step_values(p.solver, p.controller, t_start, t_next, c.y, out)
+            local = jnp.asarray(False)
+            if local_time is not None:
+                local = (local_time > t_start) & (local_time <= t_next)
+            values = jnp.stack([error, stiffness, error, stiffness])
+            mask = jnp.stack([accept, accept, accept & local, accept & local])
+            # Rejected steps and discarded lanes may hold inf/NaN: select, never multiply.
+            regularisers = regularisers + jnp.where(mask, jnp.where(mask, values, 0), 0)
+        t = keep(t_end, c.t)
         progress = meter.step(c.progress, (t - t0) / jnp.where(span > 0, span, 1))
         return _Carry(
             t, y, dt_next, solver_state, cstate, save_index, ys_ts, steps_ts, steps_ys,
             c.num_accepted + accept.astype(c.num_accepted.dtype),
             c.num_rejected + (~accept).astype(c.num_rejected.dtype), rejected_nonfinite, result,
-            progress,
+            progress, dense, event_value, event_fired, regularisers,
         )  # fmt: skip
 
     loop = bounded_while_loop(cond, body, init, max_steps=max_steps, kind=adjoint.loop_kind)
@@ -592,12 +748,32 @@ def _solve_loop(p: _Problem, saveat, adjoint, meter, dt_init, max_steps, eorder)
     result = RESULTS.where(
         (result == RESULTS.successful) & ~tree_all_finite(final.y), RESULTS.nonfinite, result
     )
-    dense = None if p.save_ts is None else (p.save_ts, final.ys_ts)
+    dense_ts = None
+    if p.save_ts is not None:
+        ys_ts = final.ys_ts
+        if event is not None:
+            # Save times after the event were never reached.
+            missed = jnp.arange(p.save_ts.shape[0]) >= final.save_index
+            ys_ts = jax.tree.map(
+                lambda v: jnp.where(missed.reshape((-1,) + (1,) * (v.ndim - 1)), jnp.inf, v),
+                ys_ts,
+            )
+        dense_ts = (p.save_ts, ys_ts)
     steps = (final.steps_ts, final.steps_ys)
-    ts, ys = _assemble(saveat, t0, p.y0, dense, steps, (final.t, final.y))
+    ts, ys = _assemble(p, saveat, dense_ts, steps, (final.t, final.y))
     stats = {
         "num_steps": loop.num_steps,
         "num_accepted_steps": final.num_accepted,
         "num_rejected_steps": final.num_rejected,
     }
-    return Solution(ts, ys, result, stats, final.solver_state)
+    if regularise is not None:
+        stats["R_E"], stats["R_S"] = final.regularisers[0], final.regularisers[1]
+        if local_time is not None:
+            stats["R_E_local"], stats["R_S_local"] = final.regularisers[2], final.regularisers[3]
+    interpolation = None
+    if saveat.dense:
+        starts, ends, infos = final.dense
+        interpolation = DenseInterpolation(
+            starts, ends, infos, final.num_accepted, p.sign, final.t, p.solver.dense_weights
+        )
+    return Solution(ts, ys, result, stats, final.solver_state, interpolation, final.event_fired)

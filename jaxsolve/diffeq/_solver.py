@@ -99,6 +99,9 @@ class AbstractSolver(_core.AbstractSolver):
       Brownian motion that does not provide it.
     - `order`: the (weak/ODE) order of the method, or `None`;
     - `adaptive`: whether `step` returns an error estimate (so a `PIDController` can be used).
+    - `error_estimate_order` (optional): the order in `h` of the error estimate on ODEs, where it
+      is not the method's `order` (a first-order method whose estimate is the O(h^2)
+      difference with a second-order one, as `ImplicitEuler`'s); default `order`.
     - `noise_types` (optional): the `SDETerm.noise` kinds it handles (default: all).
     - `dense_weights` (optional): the coefficients of the method's own continuous extension
       (see `interpolate`); its steps then put their stages in `DenseInfo.ks`.
@@ -144,6 +147,7 @@ class AbstractSolver(_core.AbstractSolver):
     adaptive: eqx.AbstractClassVar[bool]
     noise_types: ClassVar[tuple[str, ...]] = ("diagonal", "additive", "general")
     dense_weights: ClassVar[Any] = None
+    error_estimate_order: ClassVar[int | None] = None
 
     @abc.abstractmethod
     def strong_order(self, terms: AbstractTerm) -> float | None:
@@ -165,6 +169,8 @@ def error_order(solver: AbstractSolver, terms: AbstractTerm) -> float:
         if strong is None:
             raise ValueError(f"{type(solver).__name__} declares no strong order for SDE terms")
         return float(strong) + 0.5
+    if solver.error_estimate_order is not None:
+        return float(solver.error_estimate_order)
     if solver.order is None:
         raise ValueError(f"{type(solver).__name__} declares no order for ODE terms")
     return float(solver.order)

@@ -34,9 +34,19 @@ TINY = {
         target_loss=2.0,
     ),
     "learning_to_relax": dict(grid=4, num_systems=20, num_omegas=4, num_seeds=2, max_steps=100),
-    "sde_cir_adaptive": dict(num_paths=8, steps=[8, 16], tolerances=[0.1, 0.03]),
+    "sde_cir_adaptive": dict(
+        num_paths=4,
+        steps=[8, 16],
+        ctols=[0.5, 0.25],
+        reference_ctol=0.0625,
+        tree_tol=2.0**-10,
+        dtmin=2.0**-9,
+    ),
     "sde_order_table": dict(num_paths=8, steps=[4, 8]),
     "cbo_rastrigin": dict(dims=[2], particles=[10, 20], num_seeds=4, num_steps=50),
+    "node_regularised": dict(
+        regularisers=["none", "error_local"], width=4, num_train=4, num_test=4, num_iterations=2
+    ),
     "zo_finetune": dict(
         hidden=[8],
         pretrain_steps=5,
@@ -47,14 +57,14 @@ TINY = {
         methods=["backprop", "zo_two_point"],
     ),
     "langevin_vs_nuts": dict(
-        num_data=20,
-        dim=2,
-        num_chains=1,
-        horizon=5.0,
-        burn_in=1.0,
-        num_saves=50,
-        nuts_warmup=20,
-        nuts_samples=30,
+        num_chains=4,
+        horizon=1.0,
+        num_points=2,
+        nuts_warmup=5,
+        nuts_samples=5,
+        reference_chains=4,  # the sizes of the compared NUTS run: one compilation
+        reference_warmup=5,
+        reference_samples=5,
     ),
 }
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.toml"))
