@@ -7,15 +7,29 @@ every sampler is a pure `init`/`step` equinox module (`AbstractSampler`).
 """
 
 from ._bdia import BDIA as BDIA
+from ._boss import boss_timesteps as boss_timesteps
+from ._dc_solver import DCSolver as DCSolver, fit_dc_ratios as fit_dc_ratios
 from ._ddim import DDIM as DDIM
 from ._deis import DEIS as DEIS
-from ._dpm_solver import DPMSolver as DPMSolver
-from ._dpm_solver_pp import DPMSolverPP as DPMSolverPP
+from ._dpm_solver import DPMSolver as DPMSolver, DPMSolverMultistep as DPMSolverMultistep
+from ._dpm_solver_pp import (
+    DPMSolverPP as DPMSolverPP,
+    DPMSolverPPSinglestep as DPMSolverPPSinglestep,
+)
 from ._edm import EulerEDM as EulerEDM, HeunEDM as HeunEDM
+from ._from_diffusers import (
+    from_diffusers as from_diffusers,
+    from_diffusers_model as from_diffusers_model,
+)
 from ._invert import invert as invert
 from ._model import Guidance as Guidance, Model as Model
 from ._momentum import GHVB as GHVB, HeavyBall as HeavyBall
 from ._pndm import PNDM as PNDM
+from ._rectified_flow import (
+    flow_matching_loss as flow_matching_loss,
+    reflow as reflow,
+    straightness as straightness,
+)
 from ._sample import sample as sample, sample_solution as sample_solution
 from ._sampler import AbstractSampler as AbstractSampler
 from ._schedules import (

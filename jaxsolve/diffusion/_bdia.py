@@ -10,6 +10,8 @@ from ._sampler import AbstractSampler
 
 
 class BDIAState(eqx.Module):
+    """BDIA's state: the last two samples (what exact inversion starts from)."""
+
     x_prev: Array  # the sample at ts[i-1] (equal to x at the first step)
     x: Array  # the sample at ts[i]
 
@@ -36,8 +38,9 @@ class BDIA(AbstractSampler):
     i.e. the step over `[t_{i-1}, t_i]` is re-estimated backwards from `x_i` and its error
     (scaled by `γ`) is carried on. The first step is plain DDIM. The update is solvable for
     `x_{i-1}` given `(x_i, x_{i+1})`, so the map between consecutive *pairs* of samples is a
-    bijection that `jaxsolve.diffusion.invert` undoes to round-off (pass the sample at `ts[-2]`
-    as `x_prev`). `γ = 0` is DDIM (not invertible); `γ = 1` is the symmetric, second-order
+    bijection that `jaxsolve.diffusion.invert` undoes to round-off from the last two samples:
+    the final state of `sample_solution` holds both (`state.x_prev` at `ts[-2]`, `state.x` at
+    `ts[-1]`), so `invert(..., state=sol.state)` needs no second sampling pass. `γ = 0` is DDIM (not invertible); `γ = 1` is the symmetric, second-order
     scheme; `0 < γ < 1` is first order and more damped. Inversion divides by `γ`, so round-off
     grows like `γ^{-N}`.
 
@@ -54,10 +57,11 @@ class BDIA(AbstractSampler):
     ts = js.diffusion.timesteps(sched, 8)
     x_T = jax.random.normal(jax.random.key(0), (4, 3))
     sampler = js.diffusion.BDIA(gamma=1.0)
-    x1 = js.diffusion.sample(sampler, model, x_T, ts[:-1])  # the sample at ts[-2]
-    x0 = js.diffusion.sample(sampler, model, x_T, ts)
-    assert jnp.allclose(x0, 2.0, atol=0.05)
-    x_T_again = js.diffusion.invert(sampler, model, x0, ts, x_prev=x1)
+    sol = js.diffusion.sample_solution(sampler, model, x_T, ts)
+    assert jnp.allclose(sol.value, 2.0, atol=0.05)
+    # the final state carries the last two samples: exact inversion with no second pass
+    assert jnp.allclose(sol.state.x_prev, js.diffusion.sample(sampler, model, x_T, ts[:-1]))
+    x_T_again = js.diffusion.invert(sampler, model, sol.value, ts, state=sol.state)
     assert jnp.allclose(x_T_again, x_T, atol=1e-4)
     ```
 

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from .._core import hyperparameter
+from ._model import dynamic_threshold
 from ._sampler import AbstractSampler, finish_step, step_geometry
 
 
@@ -23,7 +24,15 @@ class DDIM(AbstractSampler):
     needed; the noise of step i is drawn from `jax.random.fold_in(key, i)`.
 
     **Arguments:** `eta` in [0, 1] (default 0.0); an array field, so a new value does not
-    recompile. A concrete `eta` decides in Python whether the sampler is stochastic; a traced
+    recompile. `stride` (default None): when given, step i goes from `ts[i]` to
+    `ts[i] - stride` (the last step to `ts[-1]`) and the next step starts at `ts[i + 1]` with
+    the same sample; `clip_sample` (default None): clip the denoised sample to
+    [-clip_sample, clip_sample] (the noise prediction is kept); `threshold_ratio` (default
+    None) and `sample_max_value` (default 1.0): Imagen's dynamic thresholding of the denoised
+    sample per batch entry (leading axis; the noise prediction is kept). Both follow diffusers'
+    `DDIMScheduler` semantics (`prev_timestep = t - T // n`),
+    which differ from the grid when `timestep_spacing="linspace"` (or "trailing" with n not
+    dividing T); `from_diffusers` sets it. A concrete `eta` decides in Python whether the sampler is stochastic; a traced
     one (the sampler passed into `jit`) uses the noise whenever a `key` is given (with
     `eta = 0` it then adds exactly nothing), and without a key it must be 0, which is checked
     at run time.
@@ -48,6 +57,10 @@ class DDIM(AbstractSampler):
     """
 
     eta: Array = hyperparameter(0.0)
+    stride: Array | None = hyperparameter(None)
+    clip_sample: Array | None = hyperparameter(None)
+    threshold_ratio: Array | None = hyperparameter(None)
+    sample_max_value: Array = hyperparameter(1.0)
 
     draws_noise = "eta"
     evaluations_per_step = 1
@@ -78,8 +91,18 @@ class DDIM(AbstractSampler):
 
     def step(self, model, ts, i, state):
         x = state.x
-        geom = step_geometry(model.schedule, ts[i], ts[i + 1])
+        if self.stride is None:
+            target = ts[i + 1]
+        else:
+            last = i == ts.shape[0] - 2
+            target = jnp.where(last, ts[-1], ts[i] - self.stride.astype(ts.dtype))
+        geom = step_geometry(model.schedule, ts[i], target)
         x0, eps = model.x0_and_eps(x, geom.s)
+        if self.clip_sample is not None:
+            bound = self.clip_sample.astype(x.dtype)
+            x0 = jnp.clip(x0, -bound, bound)  # eps is kept, as in diffusers
+        if self.threshold_ratio is not None:  # eps is kept, as in diffusers
+            x0 = dynamic_threshold(x0, self.threshold_ratio, self.sample_max_value)
         if state.key is None:
             x_next = geom.alpha_t * x0 + geom.sigma_t * eps
         else:

@@ -26,15 +26,19 @@ def invert(
     ts: Float[ArrayLike, " num_steps+1"],
     *,
     x_prev: ArrayLike | None = None,
+    state: BDIAState | None = None,
     throw: bool = True,
 ) -> Array:
     """Map a sample back to the noise that `sample(sampler, model, ·, ts)` turns into it.
 
     - `BDIA` (with `gamma > 0`): exact up to round-off. BDIA's steps map *pairs* of consecutive
       samples one-to-one, so inversion needs the sample one step before the end: pass the
-      sample at `ts[-2]` as `x_prev` (e.g. `sample(sampler, model, x_T, ts[:-1])`). The result
-      is the `x_T` from which `sample` reproduces `x0` (and `x_prev`) to round-off. Without
-      `x_prev` it is estimated by one DDIM inversion step (then the result is approximate).
+      sample at `ts[-2]`. `sample_solution(bdia, ...).state` holds the last two samples, so
+      `invert(bdia, model, sol.value, ts, state=sol.state)` needs no second sampling pass; or
+      pass the sample at `ts[-2]` as `x_prev` (e.g. `sample(sampler, model, x_T, ts[:-1])`).
+      The result is the `x_T` from which `sample` reproduces `x0` (and the sample at `ts[-2]`)
+      to round-off. With neither, that sample is estimated by one DDIM inversion step (then
+      the result is approximate).
     - Any other deterministic sampler (DDIM, DPMSolverPP, DPMSolver, UniPC, DEIS, GHVB, ...):
       the standard approximate inversion — the sampler's own update run along the reversed
       grid, the model evaluated at the latest known point (as DDIM inversion). Its error
@@ -45,6 +49,8 @@ def invert(
     - `sampler`, `model`, `ts`: as for `sample` (`ts` decreasing, from noise to data).
     - `x0`: the sample at `ts[-1]`.
     - `x_prev`: for BDIA, the sample at `ts[-2]`.
+    - `state`: for BDIA, the final state of the sampling run, `sample_solution(...).state`
+      (its `x_prev` is the sample at `ts[-2]`); give `state` or `x_prev`, not both.
     - `throw`: raise if the result is not finite or a traced `ts` is invalid (as `sample`);
       with `throw=False` the result is returned as is (NaN for an invalid traced grid).
 
@@ -59,9 +65,12 @@ def invert(
     ts = js.diffusion.timesteps(sched, 8)
     x_T = jax.random.normal(jax.random.key(0), (4, 3))
     bdia = js.diffusion.BDIA(gamma=1.0)
-    x0 = js.diffusion.sample(bdia, model, x_T, ts)
+    sol = js.diffusion.sample_solution(bdia, model, x_T, ts)  # keeps the last two samples
+    x_T_again = js.diffusion.invert(bdia, model, sol.value, ts, state=sol.state)
+    assert jnp.allclose(x_T_again, x_T, atol=1e-4)
+    # equivalently, with the sample at ts[-2] from a second, shorter run
     x1 = js.diffusion.sample(bdia, model, x_T, ts[:-1])
-    assert jnp.allclose(js.diffusion.invert(bdia, model, x0, ts, x_prev=x1), x_T, atol=1e-4)
+    assert jnp.allclose(js.diffusion.invert(bdia, model, sol.value, ts, x_prev=x1), x_T_again)
     # approximate for other samplers (exact here: the flow of point-mass data is DDIM's update)
     x0 = js.diffusion.sample(js.diffusion.DDIM(), model, x_T, ts)
     assert jnp.allclose(js.diffusion.invert(js.diffusion.DDIM(), model, x0, ts), x_T, atol=1e-3)
@@ -73,12 +82,21 @@ def invert(
     """
     if isinstance(sampler, AbstractSampler):
         _reject_stochastic(sampler)
+    if state is not None:
+        if x_prev is not None:
+            raise ValueError("give `state` or `x_prev`, not both")
+        if isinstance(sampler, BDIA) and not isinstance(state, BDIAState):
+            raise TypeError(
+                "`state` must be BDIA's final state, `sample_solution(bdia, ...).state`, got "
+                f"{type(state).__name__}"
+            )
+        x_prev = state.x_prev if isinstance(state, BDIAState) else state
     if (
         x_prev is not None
         and isinstance(sampler, AbstractSampler)
         and not isinstance(sampler, BDIA)
     ):
-        raise ValueError("`x_prev` is only used by exactly invertible samplers (BDIA)")
+        raise ValueError("`x_prev` and `state` are only used by exactly invertible samplers (BDIA)")
 
     def run(model, x0, ts):
         if isinstance(sampler, BDIA):

@@ -190,3 +190,22 @@ class Model(eqx.Module):
         if self.prediction == "score":
             return out
         return -self._from(out, x, t)[1] / self.schedule.sigma(t)
+
+
+def dynamic_threshold(x0: Array, ratio, max_value) -> Array:
+    """Imagen's dynamic thresholding of a denoised batch (Saharia et al. 2022), as diffusers.
+
+    Per sample (leading axis), s = the `ratio` quantile of |x0| clipped to [1, max_value];
+    x0 is clipped to [-s, s] and divided by s.
+    """
+    flat = jnp.reshape(x0, (x0.shape[0], -1))
+    s = jnp.quantile(jnp.abs(flat), ratio, axis=1)
+    s = jnp.clip(s, 1.0, max_value)[:, None]
+    return jnp.reshape(jnp.clip(flat, -s, s) / s, x0.shape)
+
+
+def thresholded(model: Model, ratio, max_value) -> Model:
+    """`model` with its denoised sample dynamically thresholded (an x0-prediction `Model`)."""
+    return Model(
+        lambda x, t: dynamic_threshold(model.x0(x, t), ratio, max_value), model.schedule, "x0"
+    )

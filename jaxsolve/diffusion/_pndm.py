@@ -29,11 +29,14 @@ class PNDM(AbstractSampler):
     four noise predictions with the fixed Adams-Bashforth-4 weights (55, -59, 37, -9)/24. The
     first three steps need a warm-up: `warmup="prk"` (the paper's pseudo Runge-Kutta, four
     evaluations per step) or `warmup="plms"` (lower-order Adams-Bashforth weights, one
-    evaluation per step, the variant Stable Diffusion pipelines use). The fixed weights assume
+    evaluation per step) or `warmup="heun"` (diffusers' `PNDMScheduler(skip_prk_steps=True)`,
+    the one Stable Diffusion pipelines use: a first pseudo improved-Euler step, two
+    evaluations, averaging the noise predictions at both ends; then Adams-Bashforth orders
+    2, 3, 4; its final step to sigma = 0 also uses the combined noise). The fixed weights assume
     a uniform grid (in t: use `spacing="uniform"`). A final step to sigma = 0 returns alpha(t)
     times the denoised sample.
 
-    **Arguments:** `warmup` "prk" | "plms" (default "prk").
+    **Arguments:** `warmup` "prk" | "plms" | "heun" (default "prk").
 
     **Example:**
 
@@ -49,13 +52,13 @@ class PNDM(AbstractSampler):
     ```
     """
 
-    warmup: Literal["prk", "plms"] = eqx.field(static=True, default="prk")
+    warmup: Literal["prk", "plms", "heun"] = eqx.field(static=True, default="prk")
 
     draws_noise = False
-    evaluations_per_step = ("warmup", {"prk": (4, 4, 4, 1), "plms": 1})
+    evaluations_per_step = ("warmup", {"prk": (4, 4, 4, 1), "plms": 1, "heun": (2, 1)})
 
     def __check_init__(self):
-        check_option("warmup", self.warmup, ("prk", "plms"))
+        check_option("warmup", self.warmup, ("prk", "plms", "heun"))
 
     def init(self, model, x_T, ts, key):
         history, lams = init_history(x_T, model.schedule.logsnr(ts[0]), 3)
@@ -76,6 +79,13 @@ class PNDM(AbstractSampler):
 
         if self.warmup == "plms":
             eps_prime = plms(None)
+        elif self.warmup == "heun":
+
+            def heun(_):
+                e1 = model.eps(_transfer(sched, x, eps0, s, t), t)
+                return 0.5 * (eps0 + e1)
+
+            eps_prime = lax.cond(i == 0, heun, plms, None)
         else:
 
             def prk(_):
@@ -86,6 +96,8 @@ class PNDM(AbstractSampler):
                 return (eps0 + 2.0 * e2 + 2.0 * e3 + e4) / 6.0
 
             eps_prime = lax.cond(i < 3, prk, plms, None)
+        if self.warmup == "heun":  # diffusers' final step to zero uses the combined eps too
+            x0 = (x - g.sigma_s * eps_prime) / g.alpha_s
         x_next = finish_step(g, _transfer(sched, x, eps_prime, s, t), x0)
         history, lams = push(state.history, state.lams, eps0, g.lam_s)
         return MultistepState(x_next, history, lams)

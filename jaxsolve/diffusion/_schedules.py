@@ -8,6 +8,7 @@ near t = 0 (where sigma -> 0) and near the noisy end: `expm1`/`log1p`/`softplus`
 
 import abc
 import math
+from typing import Literal
 
 import equinox as eqx
 import jax
@@ -15,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-from .._core import hyperparameter
+from .._core import check_option, hyperparameter
 
 
 class AbstractSchedule(eqx.Module):
@@ -97,6 +98,7 @@ class AbstractSchedule(eqx.Module):
 
 
 DOMAIN = (0.0, 1.0)  # the time interval of every schedule
+INTERPOLATIONS = ("log_alpha", "sigma", "log_sigma")
 
 
 def _float(t):
@@ -243,7 +245,11 @@ class VPDiscrete(AbstractSchedule):
     continuous-time view of DPM-Solver, Lu et al. 2022). A network trained on integer steps k
     is called with `k = t * N - 1`.
 
-    **Arguments:** `betas`, a 1-D array of the N per-step variances. Constructors:
+    **Arguments:** `betas`, a 1-D array of the N per-step variances in (0, 1) (the last may be
+    1: a zero terminal SNR, as `rescale_betas_zero_snr` makes); `interpolation` between the
+    training steps: `"log_alpha"` (default, linear in log alpha_bar), `"sigma"` (linear in
+    s = sigma/alpha, diffusers' Euler/Heun schedulers) or `"log_sigma"` (linear in log s,
+    diffusers' Karras/exponential sigma grids); all three agree at the training steps. Constructors:
     `VPDiscrete.ddpm_linear(num_train_steps=1000, beta_start=1e-4, beta_end=0.02)` (Ho et al.
     2020) and `VPDiscrete.scaled_linear(num_train_steps=1000, beta_start=0.00085,
     beta_end=0.012)` (Stable Diffusion).
@@ -260,8 +266,13 @@ class VPDiscrete(AbstractSchedule):
 
     neg_log_alpha2: Array  # -log alpha_bar at t_grid, increasing, starting at 0
     t_grid: Array
+    interpolation: Literal["log_alpha", "sigma", "log_sigma"] = eqx.field(
+        static=True, default="log_alpha"
+    )
 
-    def __init__(self, betas: ArrayLike):
+    def __init__(self, betas: ArrayLike, interpolation: str = "log_alpha"):
+        check_option("interpolation", interpolation, INTERPOLATIONS)
+        self.interpolation = interpolation
         betas = jnp.asarray(betas)
         if betas.ndim != 1 or betas.shape[0] < 2:
             raise ValueError(f"`betas` must be a 1-D array of length >= 2, got shape {betas.shape}")
@@ -269,8 +280,10 @@ class VPDiscrete(AbstractSchedule):
             betas = betas.astype(jnp.result_type(float))
         if not isinstance(betas, jax.core.Tracer):
             b = np.asarray(betas)
-            if not (np.all(b > 0) and np.all(b < 1)):
-                raise ValueError("`betas` must lie in (0, 1)")
+            if not (np.all(b > 0) and np.all(b[:-1] < 1) and b[-1] <= 1):
+                raise ValueError(
+                    "`betas` must lie in (0, 1); the last one may be 1 (zero terminal SNR)"
+                )
         num = betas.shape[0]
         zero = jnp.zeros((1,), betas.dtype)
         self.neg_log_alpha2 = jnp.concatenate([zero, -jnp.cumsum(jnp.log1p(-betas))])
@@ -289,21 +302,63 @@ class VPDiscrete(AbstractSchedule):
     def _m(self, t):
         # The tables follow the query's dtype (float32 queries stay float32).
         t = _float(t)
-        return jnp.interp(t, self.t_grid.astype(t.dtype), self.neg_log_alpha2.astype(t.dtype))
+        grid, table = self.t_grid.astype(t.dtype), self.neg_log_alpha2.astype(t.dtype)
+        # A final beta = 1 makes the last entry +inf: on the last interval alpha_bar is then
+        # interpolated linearly (to 0 at t = 1) instead of its logarithm.
+        zero_snr = jnp.isinf(table[-1])
+        safe = table.at[-1].set(jnp.where(zero_snr, table[-2] + 1.0, table[-1]))
+        m = jnp.interp(t, grid, safe)
+        w = jnp.clip((t - grid[-2]) / (grid[-1] - grid[-2]), 0.0, 1.0)
+        last = table[-2] - jnp.log1p(-w)
+        return jnp.where(zero_snr & (t > grid[-2]), last, m)
+
+    def _s_table(self, dtype):
+        """s_k = sigma_k / alpha_k = sqrt(1/alpha_bar_k - 1) at `t_grid` (inf where beta = 1)."""
+        return jnp.sqrt(jnp.expm1(self.neg_log_alpha2.astype(dtype)))
+
+    def _log_s(self, t):
+        """log(sigma/alpha) at t for the "sigma" and "log_sigma" interpolations."""
+        t = _float(t)
+        grid, s = self.t_grid.astype(t.dtype), self._s_table(t.dtype)
+        lin = jnp.interp(t, grid, s)
+        if self.interpolation == "sigma":
+            return jnp.log(lin)
+        # log-linear from the first training step on, linear in s on [0, t_1] (s = 0 at t = 0)
+        safe_t = jnp.maximum(t, grid[1])
+        log_lin = jnp.interp(safe_t, grid[1:], jnp.log(s[1:]))
+        return jnp.where(t < grid[1], jnp.log(lin), log_lin)
 
     def alpha(self, t):
-        return jnp.exp(-0.5 * self._m(t))
+        if self.interpolation == "log_alpha":
+            return jnp.exp(-0.5 * self._m(t))
+        return jnp.exp(-0.5 * jax.nn.softplus(2.0 * self._log_s(t)))
 
     def sigma(self, t):
-        return jnp.sqrt(-jnp.expm1(-self._m(t)))
+        if self.interpolation == "log_alpha":
+            return jnp.sqrt(-jnp.expm1(-self._m(t)))
+        return jnp.exp(-0.5 * jax.nn.softplus(-2.0 * self._log_s(t)))
 
     def logsnr(self, t):
+        if self.interpolation != "log_alpha":
+            return -self._log_s(t)
         m = self._m(t)
         return -0.5 * m - 0.5 * jnp.log(-jnp.expm1(-m))
 
     def t_of_logsnr(self, logsnr):
-        m = jax.nn.softplus(-2.0 * _float(logsnr))
-        return jnp.interp(m, self.neg_log_alpha2.astype(m.dtype), self.t_grid.astype(m.dtype))
+        lam = _float(logsnr)
+        if self.interpolation == "log_alpha":
+            m = jax.nn.softplus(-2.0 * lam)
+            grid, table = self.t_grid.astype(m.dtype), self.neg_log_alpha2.astype(m.dtype)
+            t = jnp.interp(m, table, grid)
+            # the zero-terminal-SNR interval (see `_m`): alpha_bar linear in t
+            w = -jnp.expm1(table[-2] - m)
+            last = grid[-2] + w * (grid[-1] - grid[-2])
+            return jnp.where(jnp.isinf(table[-1]) & (m > table[-2]), last, t)
+        grid, s = self.t_grid.astype(lam.dtype), self._s_table(lam.dtype)
+        if self.interpolation == "sigma":
+            return jnp.interp(jnp.exp(-lam), s, grid)
+        log_t = jnp.interp(-lam, jnp.log(s[1:]), grid[1:])
+        return jnp.where(-lam < jnp.log(s[1]), jnp.interp(jnp.exp(-lam), s[:2], grid[:2]), log_t)
 
     @property
     def t_start_default(self):

@@ -36,7 +36,10 @@ class UniPC(AbstractSampler):
     per step.
 
     **Arguments:** `order` in {1, 2, 3} (default 2), `variant` "bh1" | "bh2" (default "bh2"),
-    `corrector` (default True), `lower_order_final` (default True).
+    `corrector` (default True), `lower_order_final` (default True: the last orders are lowered
+    for fewer than 15 steps; `"always"`: at any step count, as diffusers'
+    `UniPCMultistepScheduler`, which at 25 steps ending at sigma_min is 10-50x more accurate
+    than not lowering, per issue #13).
 
     **Example:**
 
@@ -54,7 +57,7 @@ class UniPC(AbstractSampler):
     order: int = eqx.field(static=True, default=2)
     variant: Literal["bh1", "bh2"] = eqx.field(static=True, default="bh2")
     corrector: bool = eqx.field(static=True, default=True)
-    lower_order_final: bool = eqx.field(static=True, default=True)
+    lower_order_final: bool | Literal["always"] = eqx.field(static=True, default=True)
 
     draws_noise = False
     evaluations_per_step = 1
@@ -65,6 +68,11 @@ class UniPC(AbstractSampler):
         check_option("variant", self.variant, ("bh1", "bh2"))
         if not isinstance(self.corrector, bool):
             raise TypeError(f"`corrector` must be a bool, got {self.corrector!r}")
+        if self.lower_order_final not in (True, False, "always"):
+            raise ValueError(
+                "`lower_order_final` must be True, False or 'always', got "
+                f"{self.lower_order_final!r}"
+            )
 
     def init(self, model, x_T, ts, key):
         # The corrector of order k needs k - 1 outputs before the one it corrects with.
@@ -136,7 +144,10 @@ class UniPC(AbstractSampler):
             self._update(g, x, m_new, list(history[1:k]), list(lams[1:k]), k)
             for k in range(1, self.order + 1)
         ]
-        k = lower_order(self.order, i, num_steps, self.lower_order_final)
+        if self.lower_order_final == "always":
+            k = jnp.minimum(jnp.minimum(self.order, i + 1), num_steps - i)
+        else:
+            k = lower_order(self.order, i, num_steps, self.lower_order_final)
         x_next = finish_step(g, select_order(k, cands), m_new)
         return UniPCState(x_next, x, history, lams, jnp.asarray(k, state.last_order.dtype))
 

@@ -70,3 +70,51 @@ def test_bad_options():
         js.diffusion.invert(js.diffusion.BDIA(gamma=0.0), MODEL, X_T, ts)
     with pytest.raises(ValueError, match="x_prev"):
         js.diffusion.invert(js.diffusion.BDIA(), MODEL, X_T, ts, x_prev=X_T[:2])
+
+
+def test_invert_from_solution_state_needs_no_second_pass():
+    gamma = 0.8  # not the symmetric scheme: inversion divides by gamma at every step
+    # float64: x_T is recovered to round-off from the final state of one sampling run.
+    model = DATA.model("eps")
+    ts = js.diffusion.timesteps(SCHED, 10)
+    sampler = js.diffusion.BDIA(gamma=gamma)
+    sol = js.diffusion.sample_solution(sampler, model, X_T, ts)
+    assert sol.value.dtype == jnp.float64
+    # The state holds the last two samples: exactly what a second, shorter run gives.
+    np.testing.assert_allclose(sol.state.x, sol.value, rtol=0, atol=0)
+    np.testing.assert_allclose(
+        sol.state.x_prev, js.diffusion.sample(sampler, model, X_T, ts[:-1]), rtol=0, atol=1e-14
+    )
+    back = js.diffusion.invert(sampler, model, sol.value, ts, state=sol.state)
+    np.testing.assert_allclose(back, X_T, rtol=0, atol=1e-12)
+    # Count model calls: sampling once (10 calls) + inverting (9 calls), no second pass.
+    calls = []
+    counting = js.diffusion.Model(
+        lambda x, t: (calls.append(1), DATA.eps(x, t))[1], SCHED, prediction="eps"
+    )
+    sol = js.diffusion.sample_solution(sampler, counting, X_T, ts)
+    js.diffusion.invert(sampler, counting, sol.value, ts, state=sol.state)
+    assert len(calls) == 2  # traced once in each scan: one sampling loop, one inversion loop
+    # The old path (x_prev from a second run) still works and agrees.
+    x1 = js.diffusion.sample(sampler, model, X_T, ts[:-1])
+    old = js.diffusion.invert(sampler, model, sol.value, ts, x_prev=x1)
+    np.testing.assert_allclose(old, back, rtol=0, atol=1e-13)
+    # Under jit, with the state passed through.
+    jitted = jax.jit(
+        lambda sol: js.diffusion.invert(sampler, model, sol.value, ts, state=sol.state)
+    )
+    np.testing.assert_allclose(jitted(sol), back, atol=1e-13)
+    # Without the state the last-but-one sample is only estimated: far from exact.
+    approx = js.diffusion.invert(sampler, model, sol.value, ts)
+    assert float(jnp.max(jnp.abs(approx - X_T))) > 1e-6
+
+
+def test_invert_state_bad_inputs():
+    ts = js.diffusion.timesteps(SCHED, 4)
+    sol = js.diffusion.sample_solution(js.diffusion.BDIA(), MODEL, X_T, ts)
+    with pytest.raises(ValueError, match="not both"):
+        js.diffusion.invert(js.diffusion.BDIA(), MODEL, sol.value, ts, state=sol.state, x_prev=X_T)
+    with pytest.raises(TypeError, match="state"):
+        js.diffusion.invert(js.diffusion.BDIA(), MODEL, sol.value, ts, state=X_T)
+    with pytest.raises(ValueError, match="state"):
+        js.diffusion.invert(js.diffusion.DDIM(), MODEL, sol.value, ts, state=sol.state)
