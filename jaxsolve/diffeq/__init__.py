@@ -20,6 +20,7 @@ from ._controller import (
     PIDController as PIDController,
 )
 from ._event import Event as Event
+from ._homoode import HomoODE as HomoODE
 from ._hosts import CIRTerm as CIRTerm, HOStS as HOStS
 from ._implicit import (
     AbstractESDIRK as AbstractESDIRK,

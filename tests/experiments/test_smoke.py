@@ -18,6 +18,15 @@ TINY = {
         samplers=["ddim"], nfes=[5], num_train=16, num_test=64, num_iterations=5, reference_steps=50
     ),
     "diffusion_train_2d": dict(num_train_steps=20, batch_size=64, width=16, num_samples=64),
+    "diffusion_digits": dict(
+        channels=8,
+        num_train_steps=10,
+        batch_size=16,
+        samplers=["ddim"],
+        nfes=[3],
+        reference_steps=3,
+        num_samples=16,
+    ),
     "hyperparam_implicit": dict(
         num_features=10,
         num_train=40,
