@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from .._core import check_positive, hyperparameter
 from ._solver import AbstractSolver, DenseInfo, StepOutput
-from ._term import AbstractTerm
+from ._term import AbstractTerm, check_brownian
 
 _SQRT3 = math.sqrt(3.0)
 # Durations of the three drift flows, as fractions of the step.
@@ -74,13 +74,7 @@ class CIRTerm(AbstractTerm):
     def __check_init__(self):
         for name in ("a", "b", "sigma"):
             check_positive(name, getattr(self, name))
-        for name in ("increment", "increments", "levy_area"):
-            if not hasattr(self.brownian, name):
-                raise TypeError(
-                    "`brownian` must be a Brownian motion such as "
-                    f"jaxsolve.brownian.VirtualBrownianTree (it has no `{name}`); got "
-                    f"{type(self.brownian).__name__}"
-                )
+        check_brownian(self.brownian)
 
     def validate(self, t0, y0, args):
         if not isinstance(y0, jax.Array) and not hasattr(y0, "shape"):

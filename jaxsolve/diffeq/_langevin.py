@@ -34,7 +34,7 @@ import numpy as np
 
 from .._core import check_same_structure
 from ._solver import AbstractSolver, DenseInfo, StepOutput
-from ._term import AbstractTerm
+from ._term import AbstractTerm, check_brownian
 
 # Taylor coefficients (powers 0..9 of alpha) of A, B, C, D above.
 _A_SERIES = tuple((-1) ** k / math.factorial(k + 1) for k in range(10))
@@ -112,13 +112,7 @@ class UnderdampedLangevinTerm(AbstractTerm):
     brownian: Any
 
     def __check_init__(self):
-        for name in ("increment", "increments", "levy_area"):
-            if not hasattr(self.brownian, name):
-                raise TypeError(
-                    "`brownian` must be a Brownian motion such as "
-                    f"jaxsolve.brownian.VirtualBrownianTree (it has no `{name}`); got "
-                    f"{type(self.brownian).__name__}"
-                )
+        check_brownian(self.brownian)
         if not callable(self.grad_f):
             raise TypeError(f"`grad_f` must be callable, got {type(self.grad_f).__name__}")
         for name in ("gamma", "u"):

@@ -20,6 +20,17 @@ from .._core import check_option, check_same_structure
 _NOISE = ("diagonal", "additive", "general")
 
 
+def check_brownian(brownian: Any) -> None:
+    """Eager check that a term's `brownian` is a Brownian motion (has the query methods)."""
+    for name in ("increment", "increments", "levy_area"):
+        if not hasattr(brownian, name):
+            raise TypeError(
+                "`brownian` must be a Brownian motion such as "
+                f"jaxsolve.brownian.VirtualBrownianTree (it has no `{name}`); got "
+                f"{type(brownian).__name__}"
+            )
+
+
 class AbstractTerm(eqx.Module):
     """The base class of terms: subclass it to integrate something new.
 
@@ -143,13 +154,7 @@ class SDETerm(AbstractTerm):
 
     def __check_init__(self):
         check_option("noise", self.noise, _NOISE)
-        for name in ("increment", "increments", "levy_area"):
-            if not hasattr(self.brownian, name):
-                raise TypeError(
-                    f"`brownian` must be a Brownian motion such as "
-                    f"jaxsolve.brownian.VirtualBrownianTree (it has no `{name}`); got "
-                    f"{type(self.brownian).__name__}"
-                )
+        check_brownian(self.brownian)
 
     def validate(self, t0, y0, args):
         drift = eqx.filter_eval_shape(self.drift, t0, y0, args)

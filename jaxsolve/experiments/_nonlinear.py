@@ -121,8 +121,6 @@ def deq_train(
     deq = nonlinear.DEQ(cell, (width,), solver=solver, max_steps=max_forward_steps)
     model = _DEQClassifier(deq, eqx.nn.Linear(width, num_classes, key=k_out))
     initial_model = model
-    optimiser = optax.adam(learning_rate)
-    opt_state = optimiser.init(eqx.filter(model, eqx.is_inexact_array))
     # (The solver's hyperparameters are array leaves too; DEQ stops their gradient.)
 
     def loss_fn(model, x, y):
@@ -131,24 +129,10 @@ def deq_train(
         accuracy = jnp.mean(jnp.argmax(logits, -1) == y)
         return loss, (accuracy, jnp.mean(iterations.astype(jnp.float32)))
 
-    @eqx.filter_jit
-    def train_step(model, opt_state, x, y):
-        (loss, aux), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(model, x, y)
-        updates, opt_state = optimiser.update(grads, opt_state, eqx.filter(model, eqx.is_array))
-        return eqx.apply_updates(model, updates), opt_state, loss, aux
-
-    history = []
-    start = time.perf_counter()
-    for step in range(steps):
-        model, opt_state, loss, (accuracy, iterations) = train_step(
-            model, opt_state, x_train, y_train
-        )
-        history.append((step, float(loss), float(accuracy), float(iterations)))
-        if ctx.progress and (step + 1) % max(1, steps // 5) == 0:
-            ctx.status(
-                f"step {step + 1}/{steps}: loss {float(loss):.3f}, acc {float(accuracy):.3f}"
-            )
-    train_seconds = time.perf_counter() - start
+    model, history, train_seconds = _train(
+        model, loss_fn, learning_rate, steps, x_train, y_train, ctx, "DEQ"
+    )
+    history = [(step, *row) for step, row in enumerate(history)]
 
     evaluate = eqx.filter_jit(loss_fn)
     test_loss, (test_accuracy, test_iterations) = evaluate(model, x_test, y_test)
@@ -261,6 +245,31 @@ def _forward_seconds(evaluate, model, x, y, repeats=3):
     return best
 
 
+def _train(model, loss_fn, learning_rate, steps, x, y, ctx, label):
+    """Full-batch Adam on `loss_fn(model, x, y) -> (loss, (accuracy, cost))`: the trained
+    model, the per-step `(loss, accuracy, cost)` history and the wall time (compile included)."""
+    optimiser = optax.adam(learning_rate)
+    opt_state = optimiser.init(eqx.filter(model, eqx.is_inexact_array))
+
+    @eqx.filter_jit
+    def train_step(model, opt_state):
+        (loss, aux), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(model, x, y)
+        updates, opt_state = optimiser.update(grads, opt_state, eqx.filter(model, eqx.is_array))
+        return eqx.apply_updates(model, updates), opt_state, loss, aux
+
+    history = []
+    start = time.perf_counter()
+    for step in range(steps):
+        model, opt_state, loss, (accuracy, cost) = train_step(model, opt_state)
+        history.append((float(loss), float(accuracy), float(cost)))
+        if ctx.progress and (step + 1) % max(1, steps // 5) == 0:
+            ctx.status(
+                f"{label} step {step + 1}/{steps}: loss {float(loss):.3f}, "
+                f"acc {float(accuracy):.3f}"
+            )
+    return model, history, time.perf_counter() - start
+
+
 def _homoode_comparison(
     initial_model,
     deq_model,
@@ -284,28 +293,9 @@ def _homoode_comparison(
         max_steps=64,
     )
     model = _HomoODEClassifier(layer, initial_model.readout)
-    optimiser = optax.adam(learning_rate)
-    opt_state = optimiser.init(eqx.filter(model, eqx.is_inexact_array))
-
-    @eqx.filter_jit
-    def train_step(model, opt_state, x, y):
-        (loss, aux), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(model, x, y)
-        updates, opt_state = optimiser.update(grads, opt_state, eqx.filter(model, eqx.is_array))
-        return eqx.apply_updates(model, updates), opt_state, loss, aux
-
-    history = []
-    start = time.perf_counter()
-    for step in range(steps):
-        model, opt_state, loss, (accuracy, ode_steps) = train_step(
-            model, opt_state, x_train, y_train
-        )
-        history.append((float(loss), float(accuracy), float(ode_steps)))
-        if ctx.progress and (step + 1) % max(1, steps // 5) == 0:
-            ctx.status(
-                f"HomoODE step {step + 1}/{steps}: loss {float(loss):.3f}, "
-                f"acc {float(accuracy):.3f}"
-            )
-    train_seconds = time.perf_counter() - start
+    model, history, train_seconds = _train(
+        model, loss_fn, learning_rate, steps, x_train, y_train, ctx, "HomoODE"
+    )
     test_loss, (test_accuracy, test_steps) = evaluate(model, x_test, y_test)
     for row in table:
         loss, accuracy, ode_steps = history[row["step"] - 1]
