@@ -108,34 +108,27 @@ def print_table(title: str, timings: list[Timing], anchor: str) -> list[dict]:
     """Print timings with ratios to the entry named `anchor` as a markdown table (and record it
     for `python -m benchmarks`); returns the rows."""
     base = next(t for t in timings if t.name == anchor)
-    rows = []
-    lines = [
-        f"| entry | compile+first (s) | run median (s) | run / {anchor} | first / {anchor} | note |",
-        "|---|---|---|---|---|---|",
+    rows = [
+        {
+            "entry": t.name,
+            "first_call_s": t.first_call_s,
+            "run_s": t.run_s,
+            "run_ratio": t.run_s / base.run_s,
+            "first_ratio": t.first_call_s / base.first_call_s,
+            "note": t.note,
+        }
+        for t in timings
     ]
-    for t in timings:
-        run_ratio = t.run_s / base.run_s
-        first_ratio = t.first_call_s / base.first_call_s
-        lines.append(
-            f"| {t.name} | {t.first_call_s:.3f} | {t.run_s:.3e} | {run_ratio:.3f} | "
-            f"{first_ratio:.3f} | {t.note} |"
-        )
-        rows.append(
-            {
-                "entry": t.name,
-                "first_call_s": t.first_call_s,
-                "run_s": t.run_s,
-                "run_ratio": run_ratio,
-                "first_ratio": first_ratio,
-                "note": t.note,
-            }
-        )
-    where = machine()
-    print(f"\n## {title}\n({where})")
-    print("\n".join(lines))
-    TABLES.append(
-        {"title": title, "machine": where, "load": load_average(), "markdown": "\n".join(lines)}
-    )
+    record_table(
+        title,
+        ["entry", "compile+first (s)", "run median (s)", f"run / {anchor}", f"first / {anchor}",
+         "note"],
+        [
+            [r["entry"], f"{r['first_call_s']:.3f}", f"{r['run_s']:.3e}", f"{r['run_ratio']:.3f}",
+             f"{r['first_ratio']:.3f}", r["note"]]
+            for r in rows
+        ],
+    )  # fmt: skip
     return rows
 
 

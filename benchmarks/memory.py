@@ -28,7 +28,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
 
 import jaxsolve as js  # noqa: E402
 
-from ._harness import record_table  # noqa: E402
+from ._harness import add_note, record_table  # noqa: E402
 
 NUM_PATHS, NUM_STEPS = 2**20, 100
 F32 = jnp.float32
@@ -94,8 +94,6 @@ def main():
         f"sharded run: {run_s:.2f} s; E[y(1)] = {mean:.4f} (exact e^0.05 = {np.exp(0.05):.4f}); "
         f"output sharding {out.sharding.spec}"
     )
-    from ._harness import add_note
-
     add_note(
         f"Sharded run of all {NUM_PATHS} paths: {run_s:.2f} s on {n} {devices[0].device_kind} "
         f"devices; mean y(1) = {mean:.4f} (exact e^0.05 = {np.exp(0.05):.4f}); the output stays "
