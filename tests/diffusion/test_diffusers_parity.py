@@ -207,6 +207,11 @@ CASES = [
     ),
     ("HeunDiscreteScheduler", {"use_karras_sigmas": True, "timestep_spacing": "leading"}, 12),
 ]
+# Sampler options (UniPC predict_x0/disable_corrector/solver_p, PNDM warm-up, singlestep).
+CASES_SAMPLER_OPTIONS = []
+# Grid and schedule options (zero-SNR betas, beta/exponential/flow sigmas, Lu lambdas, ...).
+CASES_GRID_OPTIONS = []
+CASES = CASES + CASES_SAMPLER_OPTIONS + CASES_GRID_OPTIONS
 
 
 def _case_id(case):
