@@ -1,5 +1,6 @@
 """Train a small MLP denoiser on 2-D data made in code, then sample it with several samplers."""
 
+import functools
 import math
 import time
 from typing import Literal
@@ -66,6 +67,49 @@ def energy_distance(x: jax.Array, y: jax.Array) -> float:
     return float(2 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y))
 
 
+def train_denoiser(ctx, net, schedule, data, optimizer, num_steps, batch_size, t_end, key):
+    """Train the noise predictor `net(x, t)` on `data` (leading axis = examples) with the eps
+    loss E|net(alpha x0 + sigma eps, t) - eps|^2, t ~ U(t_end, 1), by `optimizer` (optax).
+
+    Steps run in jitted `lax.scan` chunks of up to 500, the module's static half closed over
+    and only its arrays traced. **Returns:** `(net, losses, seconds incl. compile)`.
+    """
+    params, static = eqx.partition(net, eqx.is_inexact_array)
+
+    def loss_fn(params, key):
+        k1, k2, k3 = jax.random.split(key, 3)
+        x0 = data[jax.random.randint(k1, (batch_size,), 0, data.shape[0])]
+        t = jax.random.uniform(k2, (batch_size,), minval=t_end, maxval=1.0)
+        eps = jax.random.normal(k3, x0.shape)
+        scale = (batch_size,) + (1,) * (x0.ndim - 1)
+        alpha, sigma = schedule.alpha(t).reshape(scale), schedule.sigma(t).reshape(scale)
+        pred = jax.vmap(eqx.combine(params, static))(alpha * x0 + sigma * eps, t)
+        return jnp.mean((pred - eps) ** 2)
+
+    @functools.partial(jax.jit, static_argnums=3)
+    def train_chunk(params, opt_state, key, num):
+        def body(carry, key):
+            params, opt_state = carry
+            loss, grads = jax.value_and_grad(loss_fn)(params, key)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), loss
+
+        return jax.lax.scan(body, (params, opt_state), jax.random.split(key, num))
+
+    opt_state = optimizer.init(params)
+    chunk = min(500, num_steps)
+    losses = []
+    start = time.perf_counter()
+    for c in range(math.ceil(num_steps / chunk)):
+        num = min(chunk, num_steps - c * chunk)
+        (params, opt_state), chunk_losses = train_chunk(
+            params, opt_state, jax.random.fold_in(key, c), num
+        )
+        losses.append(np.asarray(chunk_losses))
+        ctx.status(f"trained {c * chunk + num} steps, loss {float(chunk_losses.mean()):.4f}")
+    return eqx.combine(params, static), np.concatenate(losses), time.perf_counter() - start
+
+
 def _samplers():
     # name -> (sampler, num_steps, spacing): the EDM samplers on EDM's own (Karras) grid, the
     # rest on the log-SNR grid; BDIA with gamma = 0.5, its authors' choice for few steps.
@@ -114,44 +158,9 @@ def diffusion_train_2d(
     schedule_fn = optax.cosine_decay_schedule(learning_rate, num_train_steps, alpha=0.05)
     optimizer = optax.adam(schedule_fn)
 
-    def loss_fn(net, key):
-        k1, k2, k3 = jax.random.split(key, 3)
-        x0 = train_data[jax.random.randint(k1, (batch_size,), 0, train_data.shape[0])]
-        t = jax.random.uniform(k2, (batch_size,), minval=t_end, maxval=1.0)
-        eps = jax.random.normal(k3, x0.shape)
-        alpha, sigma = schedule.alpha(t)[:, None], schedule.sigma(t)[:, None]
-        xt = alpha * x0 + sigma * eps
-        pred = jax.vmap(lambda x, s: net(x, s))(xt, t)
-        return jnp.mean((pred - eps) ** 2)
-
-    @eqx.filter_jit
-    def train_chunk(net, opt_state, key, num):
-        params, static = eqx.partition(net, eqx.is_inexact_array)
-
-        def body(carry, key):
-            params, opt_state = carry
-            loss, grads = jax.value_and_grad(lambda p: loss_fn(eqx.combine(p, static), key))(params)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), loss
-
-        (params, opt_state), losses = jax.lax.scan(
-            body, (params, opt_state), jax.random.split(key, num)
-        )
-        return eqx.combine(params, static), opt_state, losses
-
-    opt_state = optimizer.init(eqx.filter(net, eqx.is_inexact_array))
-    chunk = 500
-    losses = []
-    start = time.perf_counter()
-    for c in range(math.ceil(num_train_steps / chunk)):
-        num = min(chunk, num_train_steps - c * chunk)
-        net, opt_state, chunk_losses = train_chunk(
-            net, opt_state, jax.random.fold_in(k_train, c), num
-        )
-        losses.append(np.asarray(chunk_losses))
-        ctx.status(f"trained {c * chunk + num} steps, loss {float(chunk_losses.mean()):.4f}")
-    train_seconds = time.perf_counter() - start
-    losses = np.concatenate(losses)
+    net, losses, train_seconds = train_denoiser(
+        ctx, net, schedule, train_data, optimizer, num_train_steps, batch_size, t_end, k_train
+    )
 
     model = diffusion.Model(net, schedule, prediction="eps")
     x_T = jax.random.normal(k_noise, (num_samples, 2))

@@ -54,23 +54,15 @@ class _Cell(eqx.Module):
         return jnp.tanh(weight @ z + self.inject(x))
 
 
-class _DEQClassifier(eqx.Module):
-    deq: nonlinear.DEQ
+class _EquilibriumClassifier(eqx.Module):
+    """A readout of the equilibrium found by `solver` (`nonlinear.DEQ` by fixed-point
+    iteration, or `diffeq.HomoODE` by homotopy continuation, an ODE in λ)."""
+
+    solver: nonlinear.DEQ | diffeq.HomoODE
     readout: eqx.nn.Linear
 
     def __call__(self, x):
-        solution = self.deq.solve(x)
-        return self.readout(solution.value), solution.stats["num_steps"]
-
-
-class _HomoODEClassifier(eqx.Module):
-    """The same classifier with the equilibrium found by homotopy continuation (an ODE in λ)."""
-
-    homoode: diffeq.HomoODE
-    readout: eqx.nn.Linear
-
-    def __call__(self, x):
-        solution = self.homoode.solve(x)
+        solution = self.solver.solve(x)
         return self.readout(solution.value), solution.stats["num_steps"]
 
 
@@ -119,7 +111,7 @@ def deq_train(
     )
     solver = nonlinear.Anderson(rtol=tol, atol=tol, history_size=history_size)
     deq = nonlinear.DEQ(cell, (width,), solver=solver, max_steps=max_forward_steps)
-    model = _DEQClassifier(deq, eqx.nn.Linear(width, num_classes, key=k_out))
+    model = _EquilibriumClassifier(deq, eqx.nn.Linear(width, num_classes, key=k_out))
     initial_model = model
     # (The solver's hyperparameters are array leaves too; DEQ stops their gradient.)
 
@@ -141,12 +133,12 @@ def deq_train(
     # float32) vs differentiating 400 unrolled steps of plain fixed-point iteration, whose
     # tangents converge at the same linear rate as its iterates.
     def with_solver(solver, adjoint):
-        deq = nonlinear.DEQ(model.deq.cell, (width,), solver, max_steps=400, adjoint=adjoint)
-        return eqx.tree_at(lambda m: m.deq, model, deq)
+        deq = nonlinear.DEQ(model.solver.cell, (width,), solver, max_steps=400, adjoint=adjoint)
+        return eqx.tree_at(lambda m: m.solver, model, deq)
 
     def grad_of(m):
         grads = eqx.filter_jit(eqx.filter_grad(lambda m: loss_fn(m, x_train, y_train)[0]))(m)
-        return jax.tree.leaves((grads.deq.cell, grads.readout))
+        return jax.tree.leaves((grads.solver.cell, grads.readout))
 
     tight = dict(rtol=1e-6, atol=1e-6)
     g_implicit = grad_of(
@@ -285,14 +277,14 @@ def _homoode_comparison(
 ):
     """Train the DEQ's initial parameters again with a HomoODE forward pass; compare."""
     x_train, y_train, x_test, y_test = data
-    width = initial_model.deq.latent_shape[0]
+    width = initial_model.solver.latent_shape[0]
     layer = diffeq.HomoODE(
-        initial_model.deq.cell,
+        initial_model.solver.cell,
         (width,),
         controller=diffeq.PIDController(rtol=tol, atol=tol),
         max_steps=64,
     )
-    model = _HomoODEClassifier(layer, initial_model.readout)
+    model = _EquilibriumClassifier(layer, initial_model.readout)
     model, history, train_seconds = _train(
         model, loss_fn, learning_rate, steps, x_train, y_train, ctx, "HomoODE"
     )
