@@ -2,7 +2,8 @@
 
 1. Fixed-step Euler–Maruyama, 256 paths x 1000 steps, d=8, diagonal multiplicative noise, tree
    noise (tol = dt/2), vs diffrax and the physical limit: a hand-written `lax.scan` with
-   pre-drawn iid normals.
+   pre-drawn iid normals; and EM on `GridBrownianPath` (iid increments, no tree) against diffrax's
+   `UnsafeBrownianPath`.
 2. Fixed-step ShARK (additive noise, space-time Lévy area), same sizes, vs diffrax.
 3. Adaptive ShARK + PID controller on the tree, 256 paths, vs diffrax.
 
@@ -76,34 +77,14 @@ def js_adaptive(adjoint):
     return run
 
 
-class PreDrawnPath(js.brownian.AbstractBrownianPath):
-    """iid normals for the benchmark's fixed grid (not a consistent path): isolates the solver's
-    own cost from the tree's, since `solve` only asks the path for `increments(grid)`."""
-
-    key: jax.Array
-    t0: float = 0.0
-    t1: float = 1.0
-    shape: tuple = (DIM,)
-    levy_area: str = "none"
-
-    def increment(self, s, t):
-        return js.brownian.BrownianIncrement(
-            t - s, jax.random.normal(self.key, (DIM,), F32) * jnp.sqrt(t - s)
-        )
-
-    def increments(self, ts):
-        dt = ts[1:] - ts[:-1]
-        normals = jax.random.normal(self.key, (ts.shape[0] - 1, DIM), F32)
-        return js.brownian.BrownianIncrement(dt, normals * jnp.sqrt(dt)[:, None])
-
-    def evaluate(self, t):
-        return jnp.zeros((DIM,), F32)
-
-
 @jax.jit
-def js_predrawn(keys):
+def js_grid_path(keys):
+    """EM on `GridBrownianPath`: each step's increment drawn directly (no tree), the
+    like-for-like configuration of diffrax's `UnsafeBrownianPath` row."""
+
     def one(key):
-        term = d.SDETerm(drift, diag_diffusion, PreDrawnPath(key))
+        bm = js.brownian.GridBrownianPath(0.0, 1.0, NUM_STEPS, (DIM,), key, dtype=F32)
+        term = d.SDETerm(drift, diag_diffusion, bm)
         return d.solve(term, d.EulerMaruyama(), 0.0, 1.0, Y0, dt0=DT).ys[-1]
 
     return jax.vmap(one)(keys)
@@ -217,10 +198,10 @@ def main(adaptive=True):
         ),  # fmt: skip
         measure("  part: tree increments(grid) alone", tree_increments_only, KEYS, repeats=3),
         measure(
-            "  jaxsolve EM on pre-drawn iid noise",
-            js_predrawn,
+            "jaxsolve EulerMaruyama, GridBrownianPath",
+            js_grid_path,
             KEYS,
-            note="solver cost without the tree",
+            note="iid increments, no tree: like for like with diffrax's UnsafeBrownianPath",
         ),  # fmt: skip
     ]
     print_table("Euler-Maruyama, 256 paths x 1000 steps, d=8, tree noise, float32", em,

@@ -4,6 +4,10 @@ import abc
 from typing import Any
 
 import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
 from jaxtyping import Array, PyTree
 
 LEVY_AREAS = ("none", "space-time", "space-time-time")
@@ -86,3 +90,45 @@ class AbstractBrownianPath(eqx.Module):
     @abc.abstractmethod
     def evaluate(self, t: Any) -> PyTree[Array]:
         """`W(t) - W(t0)`."""
+
+
+def parse_shape(shape, dtype) -> tuple[Any, np.dtype]:
+    """Check a path's `shape` (a tuple of ints, or a pytree of `jax.ShapeDtypeStruct`) and
+    `dtype`; **returns** `(shape, time dtype)`."""
+    if dtype is not None and not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"`dtype` must be a floating dtype, got {dtype}")
+    if isinstance(shape, tuple) and all(isinstance(s, (int, np.integer)) for s in shape):
+        shape = tuple(int(s) for s in shape)
+        time_dtype = jax.dtypes.canonicalize_dtype(dtype if dtype is not None else float)
+        return shape, np.dtype(time_dtype)
+    leaves = jax.tree.leaves(shape)
+    if not leaves or not all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves):
+        raise TypeError(
+            f"`shape` must be a tuple of ints or a pytree of jax.ShapeDtypeStruct, got {shape!r}"
+        )
+    for leaf in leaves:
+        if not jnp.issubdtype(leaf.dtype, jnp.floating):
+            raise TypeError(f"`shape` leaves must have a real floating dtype, got {leaf.dtype}")
+    if dtype is not None:
+        return shape, np.dtype(jax.dtypes.canonicalize_dtype(dtype))
+    return shape, np.dtype(np.result_type(*[np.dtype(leaf.dtype) for leaf in leaves]))
+
+
+def parse_key(key) -> Array:
+    """A single typed `jax.random` key from a typed or legacy `uint32[2]` key."""
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.dtype != jnp.uint32:
+            raise TypeError(f"`key` must be a jax.random key, got dtype {key.dtype}")
+        key = jr.wrap_key_data(key)
+    if key.shape != ():
+        raise ValueError(f"`key` must be a single key, got a batch of shape {key.shape}")
+    return key
+
+
+def leaf_specs(shape, time_dtype) -> tuple[list, Any]:
+    """`([(leaf shape, leaf dtype), ...], treedef)` of a parsed `shape`."""
+    if isinstance(shape, tuple) and all(isinstance(s, int) for s in shape):
+        return [(shape, time_dtype)], jax.tree.structure(0)
+    leaves, treedef = jax.tree.flatten(shape)
+    return [(tuple(x.shape), np.dtype(x.dtype)) for x in leaves], treedef

@@ -13,7 +13,14 @@ from jaxtyping import Array, PyTree
 
 from .._core import bounded_while_loop, check_option, check_positive, is_concrete
 from . import _levy, _rng
-from ._base import LEVY_AREAS, AbstractBrownianPath, BrownianIncrement
+from ._base import (
+    LEVY_AREAS,
+    AbstractBrownianPath,
+    BrownianIncrement,
+    leaf_specs,
+    parse_key,
+    parse_shape,
+)
 
 _NUM_COORDS = {"none": 1, "space-time": 2, "space-time-time": 3}
 
@@ -110,35 +117,8 @@ class VirtualBrownianTree(AbstractBrownianPath):
         if dtype is not None and not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(f"`dtype` must be a floating dtype, got {dtype}")
 
-        if isinstance(shape, tuple) and all(isinstance(s, (int, np.integer)) for s in shape):
-            shape = tuple(int(s) for s in shape)
-            leaf_dtype = jax.dtypes.canonicalize_dtype(dtype if dtype is not None else float)
-            time_dtype = leaf_dtype
-        else:
-            leaves = jax.tree.leaves(shape)
-            if not leaves or not all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves):
-                raise TypeError(
-                    "`shape` must be a tuple of ints or a pytree of jax.ShapeDtypeStruct, got "
-                    f"{shape!r}"
-                )
-            for leaf in leaves:
-                if not jnp.issubdtype(leaf.dtype, jnp.floating):
-                    raise TypeError(
-                        f"`shape` leaves must have a real floating dtype, got {leaf.dtype}"
-                    )
-            if dtype is not None:
-                time_dtype = jax.dtypes.canonicalize_dtype(dtype)
-            else:
-                time_dtype = np.result_type(*[np.dtype(leaf.dtype) for leaf in leaves])
-        time_dtype = np.dtype(time_dtype)
-
-        key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-        if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-            if key.dtype != jnp.uint32:
-                raise TypeError(f"`key` must be a jax.random key, got dtype {key.dtype}")
-            key = jr.wrap_key_data(key)
-        if key.shape != ():
-            raise ValueError(f"`key` must be a single key, got a batch of shape {key.shape}")
+        shape, time_dtype = parse_shape(shape, dtype)
+        key = parse_key(key)
 
         ratio = (float(t1) - float(t0)) / float(tol)
         depth = max(0, math.ceil(math.log2(ratio) - 1e-12)) if ratio > 1 else 0
@@ -270,11 +250,7 @@ class VirtualBrownianTree(AbstractBrownianPath):
         )
 
     def _leaf_specs(self):
-        if isinstance(self.shape, tuple) and all(isinstance(s, int) for s in self.shape):
-            leaf = (self.shape, self.time_dtype)
-            return [leaf], jax.tree.structure(0)
-        leaves, treedef = jax.tree.flatten(self.shape)
-        return [(tuple(x.shape), np.dtype(x.dtype)) for x in leaves], treedef
+        return leaf_specs(self.shape, self.time_dtype)
 
 
 # ----------------------------------------------------------------------------------------------
