@@ -6,20 +6,31 @@ every sampler is a pure `init`/`step` equinox module (`AbstractSampler`).
 `sample_solution` is the same call returning a `Solution` (value, result, stats, state).
 """
 
+from ._add_noise import add_noise as add_noise
 from ._bdia import BDIA as BDIA
 from ._boss import boss_timesteps as boss_timesteps
 from ._dc_solver import DCSolver as DCSolver, fit_dc_ratios as fit_dc_ratios
 from ._ddim import DDIM as DDIM
 from ._deis import DEIS as DEIS
-from ._dpm_solver import DPMSolver as DPMSolver, DPMSolverMultistep as DPMSolverMultistep
+from ._dpm_solver import (
+    DPMSolver as DPMSolver,
+    DPMSolverMultistep as DPMSolverMultistep,
+    DPMSolverSinglestep as DPMSolverSinglestep,
+)
 from ._dpm_solver_pp import (
     DPMSolverPP as DPMSolverPP,
     DPMSolverPPSinglestep as DPMSolverPPSinglestep,
+)
+from ._dpm_solver_v3 import (
+    DPMSolverV3 as DPMSolverV3,
+    DPMSolverV3Statistics as DPMSolverV3Statistics,
+    dpm_solver_v3_statistics as dpm_solver_v3_statistics,
 )
 from ._edm import EulerEDM as EulerEDM, HeunEDM as HeunEDM
 from ._from_diffusers import (
     from_diffusers as from_diffusers,
     from_diffusers_model as from_diffusers_model,
+    zero_terminal_snr_betas as zero_terminal_snr_betas,
 )
 from ._invert import invert as invert
 from ._model import Guidance as Guidance, Model as Model
@@ -43,5 +54,13 @@ from ._schedules import (
 from ._sde_dpm_solver_pp import SDEDPMSolverPP as SDEDPMSolverPP
 from ._search import LearnedTimesteps as LearnedTimesteps, learn_timesteps as learn_timesteps
 from ._solution import Solution as Solution
-from ._timesteps import timesteps as timesteps
+from ._timesteps import (
+    beta_ppf as beta_ppf,
+    beta_sigmas as beta_sigmas,
+    exponential_sigmas as exponential_sigmas,
+    karras_sigmas as karras_sigmas,
+    shifted_flow_sigmas as shifted_flow_sigmas,
+    stretched_flow_sigmas as stretched_flow_sigmas,
+    timesteps as timesteps,
+)
 from ._unipc import UniPC as UniPC

@@ -8,14 +8,13 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, ArrayLike, Float
 
-from .._core import check_option
 from ._boss import sample_path
 from ._dpm_solver_pp import DPMSolverPP
 from ._history import select_order
 from ._model import Model
 from ._sample import validate_sampling_inputs
 from ._sampler import AbstractSampler, finish_step, lower_order, step_geometry
-from ._unipc import UniPC, UniPCState
+from ._unipc import UniPC, UniPCState, check_unipc_options
 
 # The compensation interpolates the latest three data predictions (a quadratic in t).
 DC_ORDER = 2
@@ -94,9 +93,7 @@ class DCSolver(AbstractSampler):
     evaluations_per_step = 1
 
     def __check_init__(self):
-        if self.order not in (1, 2, 3):
-            raise ValueError(f"`order` must be 1, 2 or 3, got {self.order!r}")
-        check_option("variant", self.variant, ("bh1", "bh2"))
+        check_unipc_options(self.order, self.variant)
         if self.ratios is not None and jnp.ndim(self.ratios) != 1:
             raise ValueError(f"`ratios` must be 1-D, got shape {jnp.shape(self.ratios)}")
 

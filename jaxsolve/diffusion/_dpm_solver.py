@@ -8,6 +8,8 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from .._core import check_option
+from ._dpm_solver_pp import SinglestepState, singlestep_step
+from ._history import init_history
 from ._multistep import AbstractMultistep
 from ._sampler import AbstractSampler, finish_step, step_geometry
 
@@ -170,3 +172,60 @@ class DPMSolverMultistep(AbstractMultistep):
             weight = 2.0 if self.third_order == "taylor" else 1.0
             candidates.append(base - g.sigma_t * psi2 * d1 - weight * g.sigma_t * psi3 * d2)
         return candidates, e0, x0
+
+
+class DPMSolverSinglestep(AbstractSampler):
+    """Singlestep DPM-Solver-2/3 in noise prediction on the sampling grid (diffusers'
+    `DPMSolverSinglestepScheduler` with `algorithm_type="dpmsolver"`).
+
+    `DPMSolverPPSinglestep`'s scheme (groups of `order` grid steps, each step of a group
+    restarting from the group's start sample with the outputs at the group's points so far) on
+    the noise prediction eps instead of the denoised sample: with s the group start,
+    h = lambda_t - lambda_s > 0, psi_1 = e^h - 1, psi_2 = psi_1/h - 1, psi_3 = psi_2/h - 1/2
+    and D the divided differences of eps at the group's points (fractions r_i of h),
+
+    - order 1: x_t = (alpha_t/alpha_s) x_s - sigma_t psi_1 eps_s (= DDIM);
+    - order 2: - sigma_t psi_1 D0 - sigma_t psi_1 D1 / 2 (`solver_type="midpoint"`) or
+      - sigma_t psi_2 D1 (`"heun"`), D0 = eps_s, D1 = (eps_1 - eps_s)/r_1;
+    - order 3: - sigma_t psi_1 D0 - sigma_t psi_2 D1 (midpoint, with the last point's
+      difference) or - sigma_t psi_1 D0 - sigma_t psi_2 D1 - sigma_t psi_3 D2 (heun),
+
+    as in Lu et al. 2022 (DPM-Solver, Algorithms 4-5). A final step to sigma = 0 returns
+    alpha(t) times the denoised sample at the last point (diffusers computes 0 * inf there and
+    returns NaN). One evaluation per step.
+
+    **Arguments:** `order` in {1, 2, 3} (default 2), `solver_type` "midpoint" | "heun"
+    (default "midpoint"), `lower_order_final` (default False; see `DPMSolverPPSinglestep`).
+
+    **Example:**
+
+    ```python
+    sched = js.diffusion.VPLinear()
+    model = js.diffusion.Model(lambda x, t: (x - sched.alpha(t) * 2.0) / sched.sigma(t), sched)
+    ts = js.diffusion.timesteps(sched, 9)
+    x0 = js.diffusion.sample(js.diffusion.DPMSolverSinglestep(order=3), model, jnp.ones(3), ts)
+    assert jnp.allclose(x0, 2.0, atol=0.05)
+    ```
+    """
+
+    order: int = eqx.field(static=True, default=2)
+    solver_type: Literal["midpoint", "heun"] = eqx.field(static=True, default="midpoint")
+    lower_order_final: bool = eqx.field(static=True, default=False)
+
+    draws_noise = False
+    evaluations_per_step = 1
+
+    def __check_init__(self):
+        if self.order not in (1, 2, 3):
+            raise ValueError(f"`order` must be 1, 2 or 3, got {self.order!r}")
+        check_option("solver_type", self.solver_type, ("midpoint", "heun"))
+
+    def init(self, model, x_T, ts, key):
+        history, lams = init_history(x_T, model.schedule.logsnr(ts[0]), 2)
+        return SinglestepState(x_T, x_T, ts[0], history, lams)
+
+    def step(self, model, ts, i, state):
+        return singlestep_step(self, model, ts, i, state, predict_x0=False)
+
+    def output(self, state):
+        return state.x

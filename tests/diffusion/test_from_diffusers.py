@@ -12,10 +12,12 @@ SD = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012
 @pytest.mark.parametrize(
     "config, option",
     [
-        ({"_class_name": "PNDMScheduler"}, "skip_prk_steps"),
+        # diffusers' RK warm-up is off its midpoints for an odd T // n (here 1010 // 10)
+        ({"_class_name": "PNDMScheduler", "num_train_timesteps": 1010}, "skip_prk_steps"),
+        ({"_class_name": "PNDMScheduler", "prediction_type": "sample"}, "prediction_type"),
         ({"_class_name": "EulerDiscreteScheduler", "thresholding": True}, "thresholding"),
         (
-            {"_class_name": "DDIMScheduler", "rescale_betas_zero_snr": True},
+            {"_class_name": "HeunDiscreteScheduler", "rescale_betas_zero_snr": True},
             "rescale_betas_zero_snr",
         ),
         ({"_class_name": "DPMSolverMultistepScheduler", "solver_type": "bh2"}, "solver_type"),
@@ -24,11 +26,20 @@ SD = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012
             "algorithm_type",
         ),
         (
-            {"_class_name": "DPMSolverMultistepScheduler", "use_beta_sigmas": True},
+            {"_class_name": "DPMSolverSinglestepScheduler", "use_beta_sigmas": True},
             "use_beta_sigmas",
         ),
-        ({"_class_name": "UniPCMultistepScheduler", "predict_x0": False}, "predict_x0"),
-        ({"_class_name": "UniPCMultistepScheduler", "disable_corrector": [0]}, "disable_corrector"),
+        (
+            {"_class_name": "UniPCMultistepScheduler", "predict_x0": False, "thresholding": True},
+            "thresholding",
+        ),
+        (
+            {
+                "_class_name": "UniPCMultistepScheduler",
+                "solver_p": {"_class_name": "DDIMScheduler"},
+            },
+            "solver_p",
+        ),
         ({"_class_name": "EulerDiscreteScheduler", "timestep_spacing": "odd"}, "timestep_spacing"),
         ({"_class_name": "DDIMScheduler", "prediction_type": "flow"}, "prediction_type"),
     ],
@@ -182,3 +193,205 @@ def test_singlestep_orders_and_samplers_on_gaussian_data():
                 float(jnp.max(jnp.abs(js.diffusion.sample(sampler, model, x_T, ts) - exact)))
             )
         assert errors[1] < errors[0] / 2.5 and errors[1] < 0.05, (sampler, errors)
+
+
+@pytest.mark.parametrize(
+    "config, option",
+    [
+        ({"_class_name": "DEISMultistepScheduler", "rescale_betas_zero_snr": True}, "rescale"),
+        ({"_class_name": "DDIMScheduler", "use_karras_sigmas": True}, "use_karras_sigmas"),
+        (
+            {"_class_name": "EulerAncestralDiscreteScheduler", "use_beta_sigmas": True},
+            "use_beta_sigmas",
+        ),
+        ({"_class_name": "HeunDiscreteScheduler", "sigma_min": 0.1}, "sigma_min"),
+        ({"_class_name": "DPMSolverMultistepScheduler", "sigma_max": 5.0}, "sigma_max"),
+        ({"_class_name": "UniPCMultistepScheduler", "use_lu_lambdas": True}, "use_lu_lambdas"),
+        (
+            {"_class_name": "DEISMultistepScheduler", "use_exponential_sigmas": True},
+            "use_exponential_sigmas",
+        ),
+        (
+            {"_class_name": "DPMSolverSinglestepScheduler", "use_exponential_sigmas": True},
+            "use_exponential_sigmas",
+        ),
+        (
+            {
+                "_class_name": "UniPCMultistepScheduler",
+                "use_beta_sigmas": True,
+                "final_sigmas_type": "sigma_min",
+            },
+            "final_sigmas_type",
+        ),
+        (
+            {
+                "_class_name": "DPMSolverMultistepScheduler",
+                "euler_at_final": True,
+                "final_sigmas_type": "sigma_min",
+                "lower_order_final": False,
+            },
+            "euler_at_final",
+        ),
+        (  # linear DDPM betas: diffusers' 2**-24 floor exceeds alphas_cumprod[-2]
+            {"_class_name": "EulerDiscreteScheduler", "rescale_betas_zero_snr": True},
+            "rescale_betas_zero_snr",
+        ),
+        (
+            {"_class_name": "EulerDiscreteScheduler", "interpolation_type": "cubic"},
+            "interpolation_type",
+        ),
+        ({"_class_name": "EulerDiscreteScheduler", "timestep_type": "x"}, "timestep_type"),
+        (
+            {
+                "_class_name": "EulerDiscreteScheduler",
+                "use_beta_sigmas": True,
+                "use_karras_sigmas": True,
+            },
+            "at most one",
+        ),
+    ],
+)
+def test_grid_options_raise_naming_them(config, option):
+    with pytest.raises(ValueError, match=option):
+        js.diffusion.from_diffusers(config, 20)
+
+
+def test_zero_snr_ddim_starts_at_alpha_zero():
+    config = {
+        "_class_name": "DDIMScheduler",
+        **SD,
+        "rescale_betas_zero_snr": True,
+        "timestep_spacing": "trailing",
+        "prediction_type": "v_prediction",
+    }
+    sched, sampler, ts = js.diffusion.from_diffusers(config, 10)
+    assert float(ts[0]) == 1.0 and float(sched.alpha(ts[0])) == 0.0
+    assert float(sched.logsnr(ts[0])) == -np.inf
+    # the floored variant (DPM-Solver): alphas_cumprod[-1] = 2**-24 exactly
+    sched = js.diffusion.from_diffusers(
+        {**config, "_class_name": "DPMSolverMultistepScheduler"}, 10
+    )[0]
+    assert float(sched.alpha(1.0)) ** 2 == pytest.approx(2.0**-24, rel=1e-12)
+
+
+def test_grid_options_give_their_noise_levels():
+    base = {"_class_name": "DPMSolverMultistepScheduler", **SD}
+    sched, _, ts = js.diffusion.from_diffusers({**base, "use_exponential_sigmas": True}, 10)
+    s = np.exp(-np.asarray(sched.logsnr(ts[:-1])))
+    np.testing.assert_allclose(np.diff(np.log(s)), np.diff(np.log(s))[0], rtol=1e-10)
+    assert float(ts[-1]) == 0.0
+    # Lu's lambdas are the same grid (uniform in log-SNR)
+    ts_lu = js.diffusion.from_diffusers({**base, "use_lu_lambdas": True}, 10)[2]
+    np.testing.assert_allclose(ts_lu, ts, rtol=1e-12)
+    sched, _, ts = js.diffusion.from_diffusers({**base, "use_beta_sigmas": True}, 10)
+    s = np.exp(-np.asarray(sched.logsnr(ts[:-1])))
+    np.testing.assert_allclose(s, js.diffusion.beta_sigmas(s[-1], s[0], 10), rtol=1e-10)
+    # Euler with sigma_min / sigma_max overrides of its Karras grid
+    config = {
+        "_class_name": "EulerDiscreteScheduler",
+        **SD,
+        "use_karras_sigmas": True,
+        "sigma_min": 0.1,
+        "sigma_max": 8.0,
+    }
+    sched, _, ts = js.diffusion.from_diffusers(config, 6)
+    s = np.exp(-np.asarray(sched.logsnr(ts[:-1])))
+    np.testing.assert_allclose(s, js.diffusion.karras_sigmas(0.1, 8.0, 6), rtol=1e-10)
+    # Euler's log-linear interpolation: n steps over n + 1 geometric levels, the last unused
+    sched, _, ts = js.diffusion.from_diffusers(
+        {"_class_name": "EulerDiscreteScheduler", **SD, "interpolation_type": "log_linear"}, 5
+    )
+    assert ts.shape == (6,) and float(ts[0]) == 1.0 and float(ts[-1]) > 0.0
+
+
+def test_continuous_timestep_is_quarter_log_sigma():
+    config = {
+        "_class_name": "EulerDiscreteScheduler",
+        **SD,
+        "timestep_type": "continuous",
+        "prediction_type": "v_prediction",
+    }
+    sched = js.diffusion.from_diffusers(config, 10)[0]
+    seen = []
+    model = js.diffusion.from_diffusers_model(lambda x, k: seen.append(k) or 0 * x, config)
+    model.x0(jnp.ones(2), 0.5)
+    s = float(sched.sigma(0.5) / sched.alpha(0.5))
+    assert float(seen[0]) == pytest.approx(0.25 * np.log(s), rel=1e-12)
+
+
+FLOW = {"use_flow_sigmas": True, "prediction_type": "flow_prediction"}
+
+
+def test_flow_configs_map_to_flow_matching():
+    config = {"_class_name": "UniPCMultistepScheduler", **FLOW, "flow_shift": 3.0}
+    sched, sampler, ts = js.diffusion.from_diffusers(config, 10)
+    assert isinstance(sched, js.diffusion.FlowMatching) and float(ts[-1]) == 0.0
+    base = np.linspace(1.0, 1e-3, 11)[:-1]
+    expected = js.diffusion.shifted_flow_sigmas(base, 3.0)
+    expected[0] -= 1e-6  # diffusers keeps UniPC's first level off t = 1
+    np.testing.assert_allclose(ts[:-1], expected, rtol=1e-14)
+    # dynamic shifting: `mu` required, and exp(mu) = the shift
+    dynamic = {**config, "use_dynamic_shifting": True}
+    with pytest.raises(ValueError, match="mu"):
+        js.diffusion.from_diffusers(dynamic, 10)
+    ts_mu = js.diffusion.from_diffusers(dynamic, 10, mu=float(np.log(3.0)))[2]
+    np.testing.assert_allclose(ts_mu, ts, rtol=1e-13)
+    with pytest.raises(ValueError, match="mu"):
+        js.diffusion.from_diffusers(config, 10, mu=0.5)
+    # a velocity network of the diffusers timestep sigma * T, exact for data at 0.5
+    seen = []
+
+    def v_net(x, k):
+        seen.append(k)
+        return (x - 0.5) / (k / 1000.0)
+
+    model = js.diffusion.from_diffusers_model(v_net, config)
+    assert model.prediction == "velocity"
+    x0 = js.diffusion.sample(sampler, model, jnp.ones(3), ts)
+    assert jnp.allclose(x0, 0.5, atol=1e-9)
+    # flow-matching Euler: DDIM on FlowMatching()
+    sched, sampler, ts = js.diffusion.from_diffusers(
+        {"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0}, 8
+    )
+    assert isinstance(sampler, js.diffusion.DDIM) and ts.shape == (9,) and float(ts[0]) == 1.0
+
+
+@pytest.mark.parametrize(
+    "config, option",
+    [
+        ({"_class_name": "DDIMScheduler", "use_flow_sigmas": True}, "use_flow_sigmas"),
+        ({"_class_name": "DEISMultistepScheduler", **FLOW}, "use_flow_sigmas"),
+        (
+            {
+                "_class_name": "DPMSolverMultistepScheduler",
+                **FLOW,
+                "prediction_type": "v_prediction",
+            },
+            "prediction_type",
+        ),
+        (
+            {"_class_name": "DPMSolverMultistepScheduler", "prediction_type": "flow_prediction"},
+            "prediction_type",
+        ),
+        (
+            {"_class_name": "DPMSolverMultistepScheduler", **FLOW, "use_karras_sigmas": True},
+            "use_karras_sigmas",
+        ),
+        (
+            {"_class_name": "UniPCMultistepScheduler", **FLOW, "final_sigmas_type": "sigma_min"},
+            "final_sigmas_type",
+        ),
+        ({"_class_name": "DPMSolverMultistepScheduler", "shift_terminal": 0.1}, "shift_terminal"),
+        (
+            {"_class_name": "FlowMatchEulerDiscreteScheduler", "invert_sigmas": True},
+            "invert_sigmas",
+        ),
+        (
+            {"_class_name": "FlowMatchEulerDiscreteScheduler", "stochastic_sampling": True},
+            "stochastic_sampling",
+        ),
+    ],
+)
+def test_flow_options_raise_naming_them(config, option):
+    with pytest.raises(ValueError, match=option):
+        js.diffusion.from_diffusers(config, 10)

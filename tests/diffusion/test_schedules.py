@@ -114,3 +114,46 @@ def test_schedule_parameters_are_traced_not_static():
         2 * eps
     )
     np.testing.assert_allclose(g, fd, rtol=1e-6)
+
+
+def test_zero_terminal_snr_betas_and_schedule():
+    base = np.linspace(0.00085**0.5, 0.012**0.5, 1000) ** 2
+    betas = D.zero_terminal_snr_betas(base)
+    assert betas[-1] == 1.0 and np.all((betas[:-1] > 0) & (betas[:-1] < 1))
+    root = np.sqrt(np.cumprod(1 - betas))
+    root0 = np.sqrt(np.cumprod(1 - base))
+    assert root[0] == pytest.approx(root0[0], rel=1e-14)
+    # sqrt(alpha_bar) is an affine map of the original one (Lin et al. 2024, Algorithm 1)
+    slope = (root[1:-1] - root[0]) / (root0[1:-1] - root0[0])
+    np.testing.assert_allclose(slope, slope[0], rtol=1e-9)
+    sched = D.VPDiscrete(betas)
+    t = jnp.array([0.5, 0.999, 0.9995, 1.0])
+    assert float(sched.alpha(1.0)) == 0.0 and float(sched.sigma(1.0)) == 1.0
+    assert float(sched.logsnr(1.0)) == -np.inf and float(sched.t_of_logsnr(-jnp.inf)) == 1.0
+    np.testing.assert_allclose(sched.t_of_logsnr(sched.logsnr(t)), t, rtol=1e-12)
+    assert np.all(np.diff(np.asarray(sched.logsnr(t))) < 0)
+
+
+def test_zero_terminal_snr_sampling_from_pure_noise():
+    """DDIM and DPM-Solver++ from t = 1 (alpha = 0, log-SNR = -inf) with a v-prediction model
+    on Gaussian data (exact posterior mean): finite, and the data law."""
+    mu, std = 0.7, 0.6
+    sched = D.VPDiscrete(
+        D.zero_terminal_snr_betas(np.linspace(0.00085**0.5, 0.012**0.5, 1000) ** 2)
+    )
+
+    def v_net(x, t):
+        alpha, sigma = sched.alpha(t), sched.sigma(t)
+        x0 = mu + alpha * std**2 * (x - alpha * mu) / (alpha**2 * std**2 + sigma**2)
+        eps = (x - alpha * x0) / sigma
+        return alpha * eps - sigma * x0
+
+    model = D.Model(v_net, sched, prediction="v")
+    ts = jnp.append(jnp.linspace(1.0, 0.001, 40), 0.0)
+    x_T = jax.random.normal(jax.random.key(0), (4000,))
+    for sampler in (D.DDIM(), D.DPMSolverPP(order=2)):
+        x0 = D.sample(sampler, model, x_T, ts)
+        assert bool(jnp.all(jnp.isfinite(x0)))
+        # the probability-flow map sends N(0, 1) to N(mu, std^2) (sampling error 4000 draws)
+        assert float(jnp.mean(x0)) == pytest.approx(mu, abs=0.05)
+        assert float(jnp.std(x0)) == pytest.approx(std, abs=0.05)
