@@ -194,7 +194,7 @@ def test_gaussian_mixture_converges_with_the_baselines(mixture_table):
 @pytest.mark.xfail(
     strict=True,
     reason="the paper's low-NFE claim does not hold on the narrow Gaussian mixture: "
-    "DPM-Solver-v3 is 1.5-3.5x worse than the best of DPM-Solver++/UniPC at 5-10 NFE",
+    "DPM-Solver-v3 is 1.1-3.4x worse than the best of DPM-Solver++/UniPC at 5-10 NFE",
 )
 def test_gaussian_mixture_low_nfe_claim(mixture_table):
     v3, best, table = mixture_table
