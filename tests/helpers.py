@@ -318,6 +318,24 @@ def exact_fn(x0_fn, schedule, prediction):
     return fn
 
 
+def padded_grid_loop(sampler, model, max_points: int):
+    """`run(x_T, ts)`: `sampler` by init/step in the user's own jitted loop (a supported use),
+    a `fori_loop` over the first `len(ts) - 1` steps of `ts` padded to `max_points` points, so
+    that one compilation serves every step count."""
+
+    @jax.jit
+    def run(x_T, ts, num_steps):
+        state = sampler.init(model, x_T, ts, None)
+        state = jax.lax.fori_loop(0, num_steps, lambda i, st: sampler.step(model, ts, i, st), state)
+        return sampler.output(state)
+
+    def padded(x_T, ts):
+        grid = jnp.concatenate([ts, jnp.full((max_points - ts.shape[0],), ts[-1])])
+        return run(x_T, grid, ts.shape[0] - 1)
+
+    return padded
+
+
 def standard_gaussian_case(schedule=None, dim=3, dtype=jnp.float64):
     """A fixed 3-D Gaussian (anisotropic, correlated) under VPLinear with a batch of x_T."""
     import jaxsolve as js

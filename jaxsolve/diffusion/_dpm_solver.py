@@ -8,8 +8,7 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from .._core import check_option
-from ._dpm_solver_pp import SinglestepState, singlestep_step
-from ._history import init_history
+from ._dpm_solver_pp import AbstractSinglestep
 from ._multistep import AbstractMultistep
 from ._sampler import AbstractSampler, finish_step, step_geometry
 
@@ -174,7 +173,7 @@ class DPMSolverMultistep(AbstractMultistep):
         return candidates, e0, x0
 
 
-class DPMSolverSinglestep(AbstractSampler):
+class DPMSolverSinglestep(AbstractSinglestep):
     """Singlestep DPM-Solver-2/3 in noise prediction on the sampling grid (diffusers'
     `DPMSolverSinglestepScheduler` with `algorithm_type="dpmsolver"`).
 
@@ -208,24 +207,4 @@ class DPMSolverSinglestep(AbstractSampler):
     ```
     """
 
-    order: int = eqx.field(static=True, default=2)
-    solver_type: Literal["midpoint", "heun"] = eqx.field(static=True, default="midpoint")
-    lower_order_final: bool = eqx.field(static=True, default=False)
-
-    draws_noise = False
-    evaluations_per_step = 1
-
-    def __check_init__(self):
-        if self.order not in (1, 2, 3):
-            raise ValueError(f"`order` must be 1, 2 or 3, got {self.order!r}")
-        check_option("solver_type", self.solver_type, ("midpoint", "heun"))
-
-    def init(self, model, x_T, ts, key):
-        history, lams = init_history(x_T, model.schedule.logsnr(ts[0]), 2)
-        return SinglestepState(x_T, x_T, ts[0], history, lams)
-
-    def step(self, model, ts, i, state):
-        return singlestep_step(self, model, ts, i, state, predict_x0=False)
-
-    def output(self, state):
-        return state.x
+    predict_x0 = False

@@ -139,7 +139,36 @@ def singlestep_orders(order: int, num_steps: int, lower_order_final: bool) -> li
     return [*range(1, order + 1)] * groups + [*range(1, rest + 1)]
 
 
-class DPMSolverPPSinglestep(AbstractSampler):
+class AbstractSinglestep(AbstractSampler):
+    """Diffusers' singlestep DPM-Solver(++) on the sampling grid: the fields, checks and loop
+    shared by `DPMSolverPPSinglestep` (data prediction) and `DPMSolverSinglestep` (noise
+    prediction); a subclass sets the class attribute `predict_x0`."""
+
+    order: int = eqx.field(static=True, default=2)
+    solver_type: Literal["midpoint", "heun"] = eqx.field(static=True, default="midpoint")
+    lower_order_final: bool = eqx.field(static=True, default=False)
+
+    draws_noise = False
+    evaluations_per_step = 1
+    predict_x0 = True
+
+    def __check_init__(self):
+        if self.order not in (1, 2, 3):
+            raise ValueError(f"`order` must be 1, 2 or 3, got {self.order!r}")
+        check_option("solver_type", self.solver_type, ("midpoint", "heun"))
+
+    def init(self, model, x_T, ts, key):
+        history, lams = init_history(x_T, model.schedule.logsnr(ts[0]), 2)
+        return SinglestepState(x_T, x_T, ts[0], history, lams)
+
+    def step(self, model, ts, i, state):
+        return singlestep_step(self, model, ts, i, state, predict_x0=self.predict_x0)
+
+    def output(self, state):
+        return state.x
+
+
+class DPMSolverPPSinglestep(AbstractSinglestep):
     """Singlestep DPM-Solver++(2S/3S) on the sampling grid itself (diffusers' variant).
 
     The grid is cut into groups of `order` steps; within a group the update of its j-th step
@@ -167,27 +196,7 @@ class DPMSolverPPSinglestep(AbstractSampler):
     ```
     """
 
-    order: int = eqx.field(static=True, default=2)
-    solver_type: Literal["midpoint", "heun"] = eqx.field(static=True, default="midpoint")
-    lower_order_final: bool = eqx.field(static=True, default=False)
-
-    draws_noise = False
-    evaluations_per_step = 1
-
-    def __check_init__(self):
-        if self.order not in (1, 2, 3):
-            raise ValueError(f"`order` must be 1, 2 or 3, got {self.order!r}")
-        check_option("solver_type", self.solver_type, ("midpoint", "heun"))
-
-    def init(self, model, x_T, ts, key):
-        history, lams = init_history(x_T, model.schedule.logsnr(ts[0]), 2)
-        return SinglestepState(x_T, x_T, ts[0], history, lams)
-
-    def step(self, model, ts, i, state):
-        return singlestep_step(self, model, ts, i, state, predict_x0=True)
-
-    def output(self, state):
-        return state.x
+    predict_x0 = True
 
 
 def singlestep_step(sampler, model, ts, i, state, predict_x0: bool):

@@ -10,6 +10,7 @@ from tests.helpers import (
     GaussianData,
     finite_difference_grad,
     fitted_slope,
+    padded_grid_loop,
     reference_flow,
     standard_gaussian_case,
     standard_mixture,
@@ -37,20 +38,8 @@ def _rms(x, ref):
     return float(jnp.sqrt(jnp.mean(jnp.sum((x - ref) ** 2, axis=-1))))
 
 
-def _padded(ts):
-    return jnp.concatenate([ts, jnp.full((MAX_POINTS - ts.shape[0],), ts[-1])])
-
-
 def _own_loop(sampler, model):
-    """init/step in a jitted while loop over a padded grid: one compilation per sampler."""
-
-    @jax.jit
-    def run(x_T, ts, num_steps):
-        state = sampler.init(model, x_T, ts, None)
-        state = jax.lax.fori_loop(0, num_steps, lambda i, st: sampler.step(model, ts, i, st), state)
-        return sampler.output(state)
-
-    return lambda x_T, ts: run(x_T, _padded(ts), ts.shape[0] - 1)
+    return padded_grid_loop(sampler, model, MAX_POINTS)
 
 
 def _l_of_lambda(lam, var):

@@ -11,6 +11,7 @@ from tests.helpers import (
     GaussianData,
     finite_difference_grad,
     fitted_slope,
+    padded_grid_loop,
     reference_flow,
     standard_gaussian_case,
     standard_mixture,
@@ -55,22 +56,8 @@ GAUSS, X_T = standard_gaussian_case()
 SCHED = GAUSS.schedule
 
 
-def _padded(ts):
-    # A fixed-length grid so that one compiled loop serves every step count.
-    return jnp.concatenate([ts, jnp.full((MAX_POINTS - ts.shape[0],), ts[-1])])
-
-
 def _own_loop(sampler, model):
-    """init/step driven by the user's own jitted loop (a supported use): a while loop over
-    the first `num_steps` steps of a padded grid, compiled once per sampler and model."""
-
-    @jax.jit
-    def run(x_T, ts, num_steps):
-        state = sampler.init(model, x_T, ts, None)
-        state = jax.lax.fori_loop(0, num_steps, lambda i, st: sampler.step(model, ts, i, st), state)
-        return sampler.output(state)
-
-    return lambda x_T, ts: run(x_T, _padded(ts), ts.shape[0] - 1)
+    return padded_grid_loop(sampler, model, MAX_POINTS)
 
 
 POINT_MASS = GaussianData(jnp.asarray([0.7, -1.2, 0.4]), np.zeros((3, 3)), SCHED)

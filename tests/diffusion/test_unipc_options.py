@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxsolve as js
-from tests.helpers import GaussianData, fitted_slope, standard_gaussian_case
+from tests.helpers import GaussianData, fitted_slope, padded_grid_loop, standard_gaussian_case
 
 D = js.diffusion
 GAUSS, X_T = standard_gaussian_case()
@@ -22,17 +22,11 @@ def _errors(sampler, counts, spacing="karras"):
     """Max errors against the exact flow; one compiled loop over a padded grid for all counts."""
     model, size = GAUSS.model("eps"), max(counts) + 1
 
-    @jax.jit
-    def run(ts, num_steps):
-        state = sampler.init(model, X_T, ts, None)
-        state = jax.lax.fori_loop(0, num_steps, lambda i, st: sampler.step(model, ts, i, st), state)
-        return sampler.output(state)
-
+    run = padded_grid_loop(sampler, model, size)
     out = []
     for n in counts:
         ts = D.timesteps(SCHED, n, spacing)
-        padded = jnp.concatenate([ts, jnp.full((size - ts.shape[0],), ts[-1])])
-        out.append(float(jnp.max(jnp.abs(run(padded, n) - GAUSS.flow(X_T, ts[0], ts[-1])))))
+        out.append(float(jnp.max(jnp.abs(run(X_T, ts) - GAUSS.flow(X_T, ts[0], ts[-1])))))
     return out
 
 
