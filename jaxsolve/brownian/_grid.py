@@ -152,9 +152,8 @@ class GridBrownianPath(AbstractBrownianPath):
             f"jaxsolve.brownian.GridBrownianPath: `{name}` is not a point of the path's grid "
             "(use VirtualBrownianTree for queries between grid points or adaptive steps)"
         )
-        if is_concrete(bad) and bool(bad):
-            raise ValueError(message + f", got {float(t)}")
-        return eqx.error_if(index.astype(jnp.int32), bad, message)
+        eager = message + (f", got {float(t)}" if is_concrete(t) else "")
+        return _checked(index.astype(jnp.int32), bad, message, eager)
 
     def increments(self, ts) -> BrownianIncrement:
         """The increments over the steps of the grid `ts` (which must be this path's grid).
@@ -175,16 +174,13 @@ class GridBrownianPath(AbstractBrownianPath):
         slack = 64 * np.finfo(self.time_dtype).eps * (abs(lo) + abs(hi) + 1)
         slack = slack + 1e-6 * (hi - lo) / self.num_steps
         grid = np.linspace(lo, hi, self.num_steps + 1)
-        if is_concrete(ts):  # checked here once, not in the compiled program
-            if np.any(np.abs(np.asarray(ts, np.float64) - grid) > slack):
-                raise ValueError(message)
-            bad = False
+        if is_concrete(ts):  # checked here once (in float64), not in the compiled program
+            bad = bool(np.any(np.abs(np.asarray(ts, np.float64) - grid) > slack))
         else:
             bad = jnp.any(jnp.abs(ts - grid.astype(self.time_dtype)) > slack)
         ts = ts.astype(self.time_dtype)
         draw = self._draw()
-        dt = ts[1:] - ts[:-1]
-        dt = dt if bad is False else eqx.error_if(dt, bad, message)
+        dt = _checked(ts[1:] - ts[:-1], bad, message)
         return BrownianIncrement(dt=dt, W=draw.W, H=draw.H, K=draw.K)
 
     def increment(self, s, t) -> BrownianIncrement:
@@ -194,27 +190,21 @@ class GridBrownianPath(AbstractBrownianPath):
         **Returns:** a `BrownianIncrement` with `dt = t - s`.
         """
         i, j = self._index("s", s), self._index("t", t)
-        single = j - i
+        # `j` carries the checks into every output, so that none is dropped under `jit`
+        j = _checked(j, j < i, "jaxsolve.brownian.GridBrownianPath: need `s <= t`")
         draw = self._draw()
-        message = "jaxsolve.brownian.GridBrownianPath: need `s <= t`"
-        if is_concrete(single) and int(single) < 0:
-            raise ValueError(message)
-        single = eqx.error_if(single, single < 0, message)
-        W = self._window(draw.W, i, j)
-
-        def one_step(x):
-            value = x[jnp.clip(i, 0, self.num_steps - 1)]
-            return jnp.where(single == 1, value, jnp.zeros_like(value))
-
-        areas = None if draw.H is None else (draw.H, draw.K)
-        if areas is not None:
+        if draw.H is not None:
             message = (
                 "jaxsolve.brownian.GridBrownianPath: Lévy areas are given over single grid "
                 "steps only"
             )
-            if is_concrete(single) and int(single) > 1:
-                raise ValueError(message)
-            single = eqx.error_if(single, single > 1, message)
+            j = _checked(j, j - i > 1, message)
+        W = self._window(draw.W, i, j)
+
+        def one_step(x):
+            value = x[jnp.clip(i, 0, self.num_steps - 1)]
+            return jnp.where(j - i == 1, value, jnp.zeros_like(value))
+
         dt = jnp.asarray(t, self.time_dtype) - jnp.asarray(s, self.time_dtype)
         return BrownianIncrement(
             dt=dt,
@@ -237,3 +227,13 @@ class GridBrownianPath(AbstractBrownianPath):
             return jnp.sum(jnp.where(mask, x, 0), axis=0)
 
         return jax.tree.map(window, W)
+
+
+def _checked(value, bad, message, eager_message=None):
+    """`value`, raising `ValueError` at once where `bad` is concrete and true, or at run time
+    (`equinox.error_if`) where it is traced."""
+    if is_concrete(bad):
+        if bool(bad):
+            raise ValueError(eager_message or message)
+        return value
+    return eqx.error_if(value, bad, message)

@@ -60,6 +60,12 @@ def test_off_grid_queries_raise():
         bm.increments(jnp.linspace(0.0, 2.0, 11))
     with pytest.raises(ValueError, match="not the path's grid"):
         bm.increments(jnp.linspace(0.0, 1.0, 51))
+    plain = _path(levy_area="none")
+    with pytest.raises(ValueError, match="s <= t"):
+        plain.increment(1.0, 0.4)
+    # under jit the order check reaches W too (no silent zero)
+    with pytest.raises(Exception, match="s <= t"):
+        jax.jit(lambda s: plain.increment(s, 0.4).W)(1.0).block_until_ready()
     with pytest.raises(Exception, match="not a point of the path's grid"):
         jax.jit(lambda t: bm.increment(0.0, t).W)(0.013).block_until_ready()
     with pytest.raises((ValueError, TypeError)):
