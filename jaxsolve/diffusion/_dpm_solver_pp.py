@@ -162,7 +162,7 @@ class AbstractSinglestep(AbstractSampler):
         return SinglestepState(x_T, x_T, ts[0], history, lams)
 
     def step(self, model, ts, i, state):
-        return singlestep_step(self, model, ts, i, state, predict_x0=self.predict_x0)
+        return singlestep_step(self, model, ts, i, state)
 
     def output(self, state):
         return state.x
@@ -199,9 +199,10 @@ class DPMSolverPPSinglestep(AbstractSinglestep):
     predict_x0 = True
 
 
-def singlestep_step(sampler, model, ts, i, state, predict_x0: bool):
+def singlestep_step(sampler, model, ts, i, state):
     """One step of diffusers' singlestep DPM-Solver(++) on its grid (`DPMSolverPPSinglestep`,
-    `DPMSolverSinglestep`), on the denoised sample (`predict_x0`) or on the noise prediction.
+    `DPMSolverSinglestep`), on the denoised sample (`sampler.predict_x0`) or on the noise
+    prediction.
 
     With hh = -h (data) or h (noise), psi_1 = e^hh - 1, psi_2 = psi_1/hh - 1 and
     psi_3 = psi_2/hh - 1/2, both read x_t = c x_s - w (psi_1 D0 + psi_2 D1 + psi_3 D2) (terms up
@@ -211,6 +212,7 @@ def singlestep_step(sampler, model, ts, i, state, predict_x0: bool):
     num_steps = ts.shape[0] - 1
     orders = singlestep_orders(sampler.order, num_steps, sampler.lower_order_final)
     k = jnp.asarray(orders)[i]
+    predict_x0 = sampler.predict_x0
     x = state.x
     x0, eps = model.x0_and_eps(x, ts[i])
     m0 = x0 if predict_x0 else eps

@@ -342,11 +342,8 @@ def diffusion_digits(
 
     # --- the denoiser
     net = UNet(k_model, schedule, channels=channels)
-    schedule_fn = optax.cosine_decay_schedule(learning_rate, num_train_steps, alpha=0.05)
-    optimiser = optax.adam(schedule_fn)
-
     net, losses, train_seconds = train_denoiser(
-        ctx, net, schedule, train_images, optimiser, num_train_steps, batch_size, t_end, k_train
+        ctx, net, schedule, train_images, learning_rate, num_train_steps, batch_size, t_end, k_train
     )
 
     # --- sampling and quality

@@ -67,13 +67,15 @@ def energy_distance(x: jax.Array, y: jax.Array) -> float:
     return float(2 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y))
 
 
-def train_denoiser(ctx, net, schedule, data, optimizer, num_steps, batch_size, t_end, key):
+def train_denoiser(ctx, net, schedule, data, learning_rate, num_steps, batch_size, t_end, key):
     """Train the noise predictor `net(x, t)` on `data` (leading axis = examples) with the eps
-    loss E|net(alpha x0 + sigma eps, t) - eps|^2, t ~ U(t_end, 1), by `optimizer` (optax).
+    loss E|net(alpha x0 + sigma eps, t) - eps|^2, t ~ U(t_end, 1), by Adam (optax) with a
+    cosine decay from `learning_rate` to 5% of it over `num_steps`.
 
     Steps run in jitted `lax.scan` chunks of up to 500, the module's static half closed over
     and only its arrays traced. **Returns:** `(net, losses, seconds incl. compile)`.
     """
+    optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, num_steps, alpha=0.05))
     params, static = eqx.partition(net, eqx.is_inexact_array)
 
     def loss_fn(params, key):
@@ -155,11 +157,8 @@ def diffusion_train_2d(
     train_data = make_data(data, k_data, 20000)
     test_data = make_data(data, k_test, num_samples)
     net = Denoiser(k_model, schedule, width=width)
-    schedule_fn = optax.cosine_decay_schedule(learning_rate, num_train_steps, alpha=0.05)
-    optimizer = optax.adam(schedule_fn)
-
     net, losses, train_seconds = train_denoiser(
-        ctx, net, schedule, train_data, optimizer, num_train_steps, batch_size, t_end, k_train
+        ctx, net, schedule, train_data, learning_rate, num_train_steps, batch_size, t_end, k_train
     )
 
     model = diffusion.Model(net, schedule, prediction="eps")
