@@ -286,11 +286,6 @@ def diffusers_schedule(config: dict[str, Any]) -> VPDiscrete | FlowMatching:
     return VPDiscrete(jnp.asarray(betas), interpolation=_interpolation(cls, config))
 
 
-def _karras(sigmas_desc, n, rho=7.0):
-    lo, hi = sigmas_desc[-1] ** (1 / rho), sigmas_desc[0] ** (1 / rho)
-    return (hi + np.linspace(0, 1, n) * (lo - hi)) ** rho
-
-
 def _converted(cls, config, n, sigmas_desc):
     """diffusers' Karras / exponential / beta / Lu conversion of a decreasing sigma array
     (endpoints from it unless the class has `sigma_min`/`sigma_max` overrides), or None."""
