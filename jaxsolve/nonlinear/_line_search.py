@@ -185,7 +185,9 @@ class StrongWolfe(AbstractLineSearch):
             t = c.t
             f_t, g_t = value_and_grad(y + t * direction)
             dphi_t = jnp.vdot(g_t, direction)
-            finite = jnp.isfinite(f_t) & jnp.all(jnp.isfinite(g_t))
+            # <g_t, d> is NaN or inf when g_t has a NaN or inf entry (inf * 0 is NaN): one
+            # reduction less than checking g_t itself.
+            finite = jnp.isfinite(f_t) & jnp.isfinite(dphi_t)
             to_hi = (f_t > f + c1 * t * slope + slack) | (f_t > c.f_lo + slack) | ~finite
             curvature = jnp.abs(dphi_t) <= -c2 * slope
             done = ~to_hi & curvature

@@ -94,7 +94,8 @@ def _line_search_step(descent, search, unit_step, fn, y, args, options, state):
     first = state.step_size == 0
     # Quasi-Newton directions are scaled: try t = 1. Otherwise (and on the first step) reuse the
     # last step's first-order change, t0 = t_prev * slope_prev / slope (Nocedal & Wright 3.5).
-    g_scale = jnp.maximum(jnp.max(jnp.abs(state.grad)), 1.0)
+    # Used on the first step only, where grad = grad f(y0) and max|grad| is `grad_scale`.
+    g_scale = jnp.maximum(state.grad_scale, 1.0)
     if unit_step:
         initial = jnp.where(first, 1.0 / g_scale, 1.0)
     else:
@@ -124,7 +125,9 @@ def minimiser_terminate(solver, y, f, grad, state, search_ok=True):
     `y_diff`, `f_diff`, `grad_scale` and `monitor`."""
     grad_small = gradient_converged(solver, grad, state.grad_scale)
     converged = grad_small & cauchy_converged(solver, y, state.y_diff, f, state.f_diff)
-    nonfinite = ~jnp.isfinite(f) | ~jnp.all(jnp.isfinite(grad))
+    # max|grad| is NaN or inf exactly when grad is not finite, and it is the reduction
+    # `gradient_converged` computes: one pass over grad instead of two.
+    nonfinite = ~jnp.isfinite(f) | ~jnp.isfinite(jnp.max(jnp.abs(grad)))
     diverged = state.monitor.diverged(solver.atol.astype(y.dtype))
     stalled = ~jnp.asarray(search_ok)
     done = converged | stalled | nonfinite | diverged

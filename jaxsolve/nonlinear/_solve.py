@@ -120,17 +120,22 @@ def _iterate(flat_fn, solver, y0, args, max_steps, loop_kind):
     options = {"loop_kind": loop_kind}
     state = solver.init(flat_fn, y0, args, options)
 
-    def body(carry):
-        y, state, _, _ = carry
-        y, state = solver.step(flat_fn, y, args, options, state)
+    def classify(y, state):
         done, result = solver.terminate(flat_fn, y, args, options, state)
         finite = jnp.all(jnp.isfinite(y))
-        result = RESULTS.where(finite, result, RESULTS.nonfinite)
-        return y, state, done | ~finite, result
+        return done | ~finite, RESULTS.where(finite, result, RESULTS.nonfinite)
 
-    init = (y0, state, jnp.array(False), RESULTS.successful)
+    def body(carry):
+        y, state, _ = carry
+        y, state = solver.step(flat_fn, y, args, options, state)
+        # Only `done` is carried: the result is a function of the final (y, state), computed
+        # once after the loop rather than selected on every step.
+        return y, state, classify(y, state)[0]
+
+    init = (y0, state, jnp.array(False))
     out = bounded_while_loop(lambda c: ~c[2], body, init, max_steps=max_steps, kind=loop_kind)
-    y, state, _, result = out.value
+    y, state, _ = out.value
+    result = classify(y, state)[1]
     result = RESULTS.where(out.max_steps_reached, RESULTS.max_steps_reached, result)
     return y, (result, out.num_steps, state)
 
