@@ -30,19 +30,24 @@ FIRST_NORMAL_COUNTER = 2
 
 
 def _rotl(x, r):
-    return (x << np.uint32(r)) | (x >> np.uint32(32 - r))
+    return lax.bitwise_or(
+        lax.shift_left(x, np.uint32(r)), lax.shift_right_logical(x, np.uint32(32 - r))
+    )
 
 
 def threefry2x32(k0, k1, x0, x1):
     """The Threefry-2x32 block cipher with 20 rounds on broadcastable uint32 arrays."""
-    ks = (k0, k1, k0 ^ k1 ^ np.uint32(_PARITY))
-    x0, x1 = x0 + k0, x1 + k1
+    # `lax` on arrays of one shape, not `jnp` operators: each `jnp` operator is a small jitted
+    # function of its own, and the ~100 of a call made up most of the tree's trace time.
+    k0, k1, x0, x1 = (x.astype(jnp.uint32) for x in jnp.broadcast_arrays(k0, k1, x0, x1))
+    ks = (k0, k1, lax.bitwise_xor(lax.bitwise_xor(k0, k1), np.uint32(_PARITY)))
+    x0, x1 = lax.add(x0, k0), lax.add(x1, k1)
     for i in range(5):
         for r in _ROTATIONS[:4] if i % 2 == 0 else _ROTATIONS[4:]:
-            x0 = x0 + x1
-            x1 = _rotl(x1, r) ^ x0
-        x0 = x0 + ks[(i + 1) % 3]
-        x1 = x1 + ks[(i + 2) % 3] + np.uint32(i + 1)
+            x0 = lax.add(x0, x1)
+            x1 = lax.bitwise_xor(_rotl(x1, r), x0)
+        x0 = lax.add(x0, ks[(i + 1) % 3])
+        x1 = lax.add(lax.add(x1, ks[(i + 2) % 3]), np.uint32(i + 1))
     return x0, x1
 
 
