@@ -73,6 +73,31 @@ def measure_interleaved(
     ]
 
 
+def fresh_first_calls(module: str, cases: list[str], processes: int = 5) -> dict[str, float]:
+    """Median over `processes` fresh Python processes of the first-call time of each
+    `benchmarks.<module>.first_call_case(case)` (see `benchmarks._first_call`), the cases
+    alternating process by process so that a change of load hits them alike.
+
+    In one process the entry timed first also pays JAX's one-time start-up, and a library's
+    later entries reuse what its earlier ones traced and cached: fresh processes give each entry
+    the first call a user's script would see.
+    """
+    import subprocess
+    import sys
+
+    times: dict[str, list[float]] = {case: [] for case in cases}
+    for _ in range(processes):
+        for case in cases:
+            out = subprocess.run(
+                [sys.executable, "-m", "benchmarks._first_call", module, case],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            times[case].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return {case: statistics.median(t) for case, t in times.items()}
+
+
 def machine() -> str:
     """One line naming the machine: processor, cores, device count and kind, jax, python."""
     device = jax.devices()[0]

@@ -7,7 +7,8 @@
 
 Both are jitted once; timings are the first call (trace + compile + run) and the median run
 (`_harness.measure`), plus the minimum over interleaved single calls, which is steadier on the
-shared machine. Run: `python -m benchmarks.brownian` (from the repo root).
+shared machine, and for the single queries the first call in fresh processes
+(`_harness.fresh_first_calls`: in one process the entry timed first also pays JAX's start-up). Run: `python -m benchmarks.brownian` (from the repo root).
 """
 
 import time
@@ -21,7 +22,7 @@ import numpy as np
 
 import jaxsolve as js
 
-from ._harness import add_note, measure, print_table
+from ._harness import add_note, fresh_first_calls, measure, print_table
 
 warnings.filterwarnings("ignore")
 NUM_QUERIES, DIM, TOL, GRID = 20_000, 4, 1e-3, 1000
@@ -38,7 +39,7 @@ def _interleaved_min(fns, args, rounds=15):
     return best
 
 
-def main():
+def _trees():
     key = jr.key(0)
     ours = js.brownian.VirtualBrownianTree(
         0.0, 1.0, TOL, (DIM,), key, levy_area="space-time", dtype=F32
@@ -46,6 +47,12 @@ def main():
     theirs = diffrax.VirtualBrownianTree(
         0.0, 1.0, TOL, (DIM,), key, levy_area=diffrax.SpaceTimeLevyArea
     )
+    return ours, theirs
+
+
+def single_queries():
+    """`({"jaxsolve": fn, "diffrax": fn}, (s, t))`: the vmapped single queries, jitted."""
+    ours, theirs = _trees()
     s = jr.uniform(jr.key(1), (NUM_QUERIES,), F32, 0.0, 0.99)
     t = s + F32(0.01)
 
@@ -57,7 +64,18 @@ def main():
         inc = jax.vmap(lambda a, b: theirs.evaluate(a, b, use_levy=True))(s, t)
         return inc.W, inc.H
 
-    fns = {"jaxsolve": jax.jit(ours_queries), "diffrax": jax.jit(diffrax_queries)}
+    return {"jaxsolve": jax.jit(ours_queries), "diffrax": jax.jit(diffrax_queries)}, (s, t)
+
+
+def first_call_case(case):
+    """For `_harness.fresh_first_calls`: `case` is "single-jaxsolve" or "single-diffrax"."""
+    fns, args = single_queries()
+    return fns[case.removeprefix("single-")], args
+
+
+def main():
+    ours, theirs = _trees()
+    fns, (s, t) = single_queries()
     timings = [
         measure("jaxsolve increment (vmapped)", fns["jaxsolve"], s, t),
         measure("diffrax evaluate(use_levy=True) (vmapped)", fns["diffrax"], s, t),
@@ -71,6 +89,12 @@ def main():
         "diffrax evaluate(use_levy=True) (vmapped)",
     )
     add_note(f"interleaved-min ratio jaxsolve/diffrax: {best['jaxsolve'] / best['diffrax']:.3f}")
+    fresh = fresh_first_calls("brownian", ["single-jaxsolve", "single-diffrax"])
+    a, b = fresh["single-jaxsolve"], fresh["single-diffrax"]
+    add_note(
+        f"first call in fresh processes (median of 5, alternating): jaxsolve {a:.3f} s, "
+        f"diffrax {b:.3f} s, ratio {a / b:.3f}"
+    )
 
     ts = jnp.linspace(0.0, 1.0, GRID + 1, dtype=F32)
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 import jaxsolve as js
 
-from ._harness import measure, print_table
+from ._harness import add_note, fresh_first_calls, measure, print_table
 
 warnings.filterwarnings("ignore")
 d = js.diffeq
@@ -181,6 +181,29 @@ def diffrax_adaptive(keys):
     return jax.vmap(one)(keys)
 
 
+def first_call_case(case):
+    """For `_harness.fresh_first_calls`: the Euler-Maruyama entries whose compile is compared."""
+    import diffrax  # noqa: F401  (imported before the timer, like jaxsolve)
+    import lineax  # noqa: F401
+
+    fns = {
+        "em-jaxsolve": lambda: js_fixed(d.EulerMaruyama(), diag_diffusion, "diagonal", "none"),
+        "em-diffrax": lambda: diffrax_fixed("euler", diag_diffusion, False),
+        "grid-jaxsolve": lambda: js_grid_path,
+        "unsafe-diffrax": lambda: jax.jit(diffrax_unsafe_em),
+    }
+    return fns[case](), (KEYS,)
+
+
+def _fresh_note(ours, theirs):
+    fresh = fresh_first_calls("sde", [ours, theirs])
+    a, b = fresh[ours], fresh[theirs]
+    add_note(
+        f"first call in fresh processes (median of 5, alternating): {ours} {a:.3f} s, "
+        f"{theirs} {b:.3f} s, ratio {a / b:.3f}"
+    )
+
+
 def main(adaptive=True):
     em = [
         measure("hand scan, iid normals (limit)", jax.jit(hand_scan), KEYS),
@@ -206,6 +229,8 @@ def main(adaptive=True):
     ]
     print_table("Euler-Maruyama, 256 paths x 1000 steps, d=8, tree noise, float32", em,
                 anchor="diffrax Euler")  # fmt: skip
+    _fresh_note("em-jaxsolve", "em-diffrax")
+    _fresh_note("grid-jaxsolve", "unsafe-diffrax")
     print_table("(same, against the hand scan)", em, anchor="hand scan, iid normals (limit)")
     shark = [
         measure(
