@@ -28,6 +28,7 @@ ALL = [
     "node",
     "linear",
     "nonlinear",
+    "small_cpu",
     "sinkhorn",
     "diffusion",
     "optimizers",
