@@ -39,6 +39,11 @@ class RESULTS(eqx.Enumeration):
     dt_underflow = "The step size fell below its minimum (`dtmin`) or to zero."
     breakdown = "An iterative method broke down (a division by zero in its recurrence)."
     nonconvergence = "The iteration stopped without meeting its convergence criterion."
+    stalled = (
+        "The last step left y unchanged (a step below the floating-point resolution of y) "
+        "before the convergence criterion was met: the tolerances may be tighter than the "
+        "dtype allows (float32 resolves about 7 digits)."
+    )
     invalid_input = (
         "An input failed a check that could only be made on traced values (for example a time "
         "grid that is not monotone or leaves its domain)."

@@ -31,7 +31,7 @@ from ._descent import (
 from ._line_search import AbstractLineSearch, StrongWolfe
 from ._termination import (
     GrowthMonitor,
-    cauchy_converged,
+    cauchy_converged_or_unmoved,
     failure_result,
     gradient_converged,
 )
@@ -120,18 +120,26 @@ def _line_search_step(descent, search, unit_step, fn, y, args, options, state):
     return ls.y, new_state
 
 
-def minimiser_terminate(solver, y, f, grad, state, search_ok=True):
+def minimiser_terminate(solver, y, f, grad, state, search_ok=True, memoryless=True):
     """`(done, result)` of an unconstrained minimiser (module docstring): `state` carries
-    `y_diff`, `f_diff`, `grad_scale` and `monitor`."""
+    `y_diff`, `f_diff`, `grad_scale` and `monitor`.
+
+    `memoryless`: the next step is a function of y and of state that a step leaving y unchanged
+    does not change either (line-search methods: the rejected curvature pair is skipped), so
+    such a step repeats forever and ends the iteration as stalled. Optax transformations carry
+    momenta and step counts (a schedule may start at a zero learning rate): not for them."""
     grad_small = gradient_converged(solver, grad, state.grad_scale)
-    converged = grad_small & cauchy_converged(solver, y, state.y_diff, f, state.f_diff)
+    cauchy, unmoved = cauchy_converged_or_unmoved(solver, y, state.y_diff, f, state.f_diff)
+    converged = grad_small & cauchy
     # max|grad| is NaN or inf exactly when grad is not finite, and it is the reduction
     # `gradient_converged` computes: one pass over grad instead of two.
     nonfinite = ~jnp.isfinite(f) | ~jnp.isfinite(jnp.max(jnp.abs(grad)))
     diverged = state.monitor.diverged(solver.atol.astype(y.dtype))
-    stalled = ~jnp.asarray(search_ok)
+    # A failed line search, or a step too small to change y: no further progress is possible.
+    stalled = ~jnp.asarray(search_ok) | (unmoved & memoryless)
     done = converged | stalled | nonfinite | diverged
-    result = RESULTS.where(converged | grad_small, RESULTS.successful, RESULTS.nonconvergence)
+    failed = RESULTS.where(unmoved & memoryless, RESULTS.stalled, RESULTS.nonconvergence)
+    result = RESULTS.where(converged | grad_small, RESULTS.successful, failed)
     return done, failure_result(result, nonfinite, diverged)
 
 

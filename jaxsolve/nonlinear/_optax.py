@@ -139,4 +139,4 @@ class OptaxMinimizer(AbstractMinimiser):
         )
 
     def terminate(self, fn, y, args, options, state):
-        return minimiser_terminate(self, y, state.f, state.grad, state)
+        return minimiser_terminate(self, y, state.f, state.grad, state, memoryless=False)

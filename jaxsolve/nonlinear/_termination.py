@@ -7,7 +7,8 @@ here are invariant under f -> a f + c and y -> s y:
 
 - `gradient_converged`: the gradient (or residual) has shrunk relative to its value at `y0`,
   `max|g| <= atol + rtol * max|g0|`;
-- `cauchy_converged`: the last step changed both y and f little relative to their size,
+- `cauchy_converged` (and `cauchy_converged_or_unmoved`, which also reports a step that left y
+  unchanged): the last step changed both y and f little relative to their size,
   `|dy| <= atol + rtol |y|` elementwise and `|df| <= atol + rtol |f|` (the Cauchy test of
   optimistix's `cauchy_termination`; Dennis & Schnabel, *Numerical Methods for Unconstrained
   Optimization*, §7.2). Alone it is met by a solver that takes tiny steps anywhere, which is why
@@ -45,6 +46,18 @@ def cauchy_converged(solver, y: Array, y_diff: Array, f: Array, f_diff: Array) -
     y_small = jnp.all(jnp.abs(y_diff) <= atol + rtol * jnp.abs(y))
     f_small = jnp.all(jnp.abs(f_diff) <= atol + rtol * jnp.abs(f))
     return y_small & f_small
+
+
+def cauchy_converged_or_unmoved(solver, y, y_diff, f, f_diff) -> tuple[Array, Array]:
+    """`(cauchy_converged(...), unmoved)` in one pass over `y`, where `unmoved` says that the
+    last step left every entry of y unchanged: a step below the floating-point resolution of y,
+    after which the iteration cannot make progress (in float32 a gradient tolerance below
+    roundoff ends there)."""
+    atol, rtol = _tolerances(solver, y.dtype)
+    excess = jnp.where(y_diff == 0, -jnp.inf, jnp.abs(y_diff) - (atol + rtol * jnp.abs(y)))
+    worst = jnp.max(excess)  # -inf exactly when no entry moved; NaN propagates (not small)
+    f_small = jnp.all(jnp.abs(f_diff) <= atol + rtol * jnp.abs(f))
+    return (worst <= 0) & f_small, worst == -jnp.inf
 
 
 class GrowthMonitor(NamedTuple):
