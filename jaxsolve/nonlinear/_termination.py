@@ -39,13 +39,16 @@ def gradient_converged(solver, grad: Array, grad_scale: Array) -> Array:
     return jnp.max(jnp.abs(grad)) <= atol + rtol * grad_scale
 
 
+def _changed_little(diff, value, atol, rtol):
+    """`|diff| <= atol + rtol |value|` elementwise."""
+    return jnp.all(jnp.abs(diff) <= atol + rtol * jnp.abs(value))
+
+
 def cauchy_converged(solver, y: Array, y_diff: Array, f: Array, f_diff: Array) -> Array:
     """The last step moved y and f little: `|dy| <= atol + rtol |y|` (elementwise) and
     `|df| <= atol + rtol |f|` (elementwise)."""
     atol, rtol = _tolerances(solver, y.dtype)
-    y_small = jnp.all(jnp.abs(y_diff) <= atol + rtol * jnp.abs(y))
-    f_small = jnp.all(jnp.abs(f_diff) <= atol + rtol * jnp.abs(f))
-    return y_small & f_small
+    return _changed_little(y_diff, y, atol, rtol) & _changed_little(f_diff, f, atol, rtol)
 
 
 def cauchy_converged_or_unmoved(solver, y, y_diff, f, f_diff) -> tuple[Array, Array]:
@@ -56,8 +59,7 @@ def cauchy_converged_or_unmoved(solver, y, y_diff, f, f_diff) -> tuple[Array, Ar
     atol, rtol = _tolerances(solver, y.dtype)
     excess = jnp.where(y_diff == 0, -jnp.inf, jnp.abs(y_diff) - (atol + rtol * jnp.abs(y)))
     worst = jnp.max(excess)  # -inf exactly when no entry moved; NaN propagates (not small)
-    f_small = jnp.all(jnp.abs(f_diff) <= atol + rtol * jnp.abs(f))
-    return (worst <= 0) & f_small, worst == -jnp.inf
+    return (worst <= 0) & _changed_little(f_diff, f, atol, rtol), worst == -jnp.inf
 
 
 class GrowthMonitor(NamedTuple):
