@@ -143,7 +143,9 @@ def rosenbrock(y, args=None):
     return jnp.sum(100.0 * (y[1:] - y[:-1] ** 2) ** 2 + (1.0 - y[:-1]) ** 2)
 
 
-def bench_rosenbrock():
+def rosenbrock_entries():
+    """`(entries, y0)`: the Rosenbrock n=100 L-BFGS solves of the three libraries, jitted, at
+    tol 1e-6 (also timed by `benchmarks.small_cpu`)."""
     import jaxopt
     import optimistix as optx
 
@@ -168,6 +170,11 @@ def bench_rosenbrock():
         ("jaxopt LBFGS", theirs_jaxopt),
         ("optimistix LBFGS", theirs_optimistix),
     ]
+    return entries, y0
+
+
+def bench_rosenbrock():
+    entries, y0 = rosenbrock_entries()
     timings = []
     for name, fn in entries:
         timing = measure(name, fn, y0)

@@ -11,9 +11,9 @@ setting runs in its own process (`python -m benchmarks.small_cpu --child`), timi
 problems in the libraries side by side:
 
 - L-BFGS on the 100-dimensional Rosenbrock function from 0, tol 1e-6 (jaxsolve, jaxopt,
-  optimistix), float64;
-- Tsit5 with a PID controller at rtol = atol = 1e-8 on Lotka-Volterra over [0, 50] (jaxsolve,
-  diffrax), float64.
+  optimistix), float64: the entries of `benchmarks.nonlinear`;
+- Tsit5 with a PID controller at rtol = atol = 1e-8 on Lotka-Volterra over [0, 20] (jaxsolve,
+  diffrax), float64: the entries of `benchmarks.ode`.
 
 Run: `python -m benchmarks.small_cpu` (from the repo root).
 """
@@ -30,46 +30,18 @@ def _child():
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    import diffrax
-    import jax.numpy as jnp
-    import jaxopt
-    import optimistix as optx
-
-    import jaxsolve as js
-
+    from . import nonlinear, ode
     from ._harness import measure_interleaved
 
-    def rosenbrock(y, args=None):
-        return jnp.sum(100.0 * (y[1:] - y[:-1] ** 2) ** 2 + (1.0 - y[:-1]) ** 2)
-
-    tol, y0 = 1e-6, jnp.zeros(100)
-    lbfgs = [
-        ("jaxsolve LBFGS", jax.jit(lambda y: js.nonlinear.minimize(
-            rosenbrock, js.nonlinear.LBFGS(rtol=0.0, atol=tol), y, max_steps=2000).value), (y0,)),
-        ("jaxopt LBFGS", jax.jit(lambda y: jaxopt.LBFGS(
-            fun=rosenbrock, tol=tol, maxiter=2000).run(y).params), (y0,)),
-        ("optimistix LBFGS", jax.jit(lambda y: optx.minimise(
-            rosenbrock, optx.LBFGS(rtol=tol, atol=tol), y, max_steps=2000).value), (y0,)),
-    ]  # fmt: skip
-
-    def lotka_volterra(t, y, args):
-        return jnp.stack([y[0] - y[0] * y[1], -y[1] + y[0] * y[1]])
-
-    u0 = jnp.array([2.0, 1.0])
-    ours_term = js.diffeq.ODETerm(lotka_volterra)
-    ours_ctrl = js.diffeq.PIDController(rtol=1e-8, atol=1e-8)
-    their_ctrl = diffrax.PIDController(rtol=1e-8, atol=1e-8)
-    ode = [
-        ("jaxsolve Tsit5", jax.jit(lambda u: js.diffeq.solve(
-            ours_term, js.diffeq.Tsit5(), 0.0, 50.0, u, dt0=0.01, controller=ours_ctrl,
-            max_steps=100_000).ys), (u0,)),
-        ("diffrax Tsit5", jax.jit(lambda u: diffrax.diffeqsolve(
-            diffrax.ODETerm(lotka_volterra), diffrax.Tsit5(), 0.0, 50.0, 0.01, u,
-            stepsize_controller=their_ctrl, max_steps=100_000).ys), (u0,)),
-    ]  # fmt: skip
+    entries, y0 = nonlinear.rosenbrock_entries()
+    lbfgs = [(name, fn, (y0,)) for name, fn in entries]
+    tsit5 = [
+        ("jaxsolve Tsit5", jax.jit(ode.jaxsolve_run), (ode.Y0, ode.PARAMS)),
+        ("diffrax Tsit5", jax.jit(ode.diffrax_run), (ode.Y0, ode.PARAMS)),
+    ]
     out = {}
-    for entries in (lbfgs, ode):
-        for t in measure_interleaved(entries):
+    for group in (lbfgs, tsit5):
+        for t in measure_interleaved(group):
             out[t.name] = {"first": t.first_call_s, "run": t.run_s}
     return out
 
